@@ -1,0 +1,78 @@
+/*
+ * conn.h — HTTP/1.x tracing of one TCP connection, from the bytes it carries.
+ *
+ * hooks/socket.c owns the file descriptors and the real system calls; for a
+ * tracked connection it hands this module the bytes the application sends and
+ * receives. From them a client connection (one the application connect()ed)
+ * gets an http.client.request span per request, with trace headers injected
+ * into the request head (core/inject.c keeps the application's view of the
+ * write exact), and a server connection (one it accept()ed) gets an
+ * http.server.request span per request, continuing the caller's trace
+ * (core/propagation.c) and active on the reading thread while it runs.
+ * Anything that is not HTTP/1.x, or that the parser cannot follow, turns the
+ * connection passive for good. No system calls here: unit tests drive it with
+ * byte strings.
+ */
+#ifndef DDS_CONN_H
+#define DDS_CONN_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "http.h"
+#include "inject.h"
+#include "span.h"
+
+enum { DDS_CONN_CLIENT = 1, DDS_CONN_SERVER = 2 };
+#define DDS_CONN_MAX_INFLIGHT 16
+
+typedef struct dds_conn_req {
+    dds_span *span;
+    int is_head;     /* the request was HEAD: its response has no body */
+    int is_connect;  /* CONNECT: a 2xx response starts a tunnel */
+} dds_conn_req;
+
+typedef struct dds_conn {
+    pthread_mutex_t mu;
+    int role;
+    pid_t pid;                   /* process that created the state */
+    int dead;                    /* passive for good */
+    char peer_ip[64];
+    int peer_port;
+    dds_http_stream out;         /* what the application sends */
+    dds_http_stream in;          /* what it receives */
+    dds_inject_state inj;
+    dds_span *prepared;          /* client: span created before its head was fully sent */
+    dds_conn_req q[DDS_CONN_MAX_INFLIGHT]; /* requests waiting for their response, oldest first */
+    int nq;
+    int64_t req_start_mono, req_start_wall; /* server: when the current request's first byte came */
+    int req_started;
+} dds_conn;
+
+dds_conn *dds_conn_new(int role, const char *peer_ip, int peer_port, pid_t pid);
+/* Finish whatever is open (connection closed or handed over) and free. */
+void dds_conn_close(dds_conn *c, const char *why);
+/* Forget without finishing (a fork child's copy of its parent's state). */
+void dds_conn_abandon(dds_conn *c);
+
+/* Outgoing bytes. Call send_plan before the real write: it fills out[] with
+ * what to hand to the kernel (the app's iovecs, or those plus injected
+ * headers) and returns the count, or 0 to mean "write the app's buffers
+ * unchanged". Then call send_done with the kernel's result (k >= 0, or -1 and
+ * errno in err). It returns what the application must see; -2 means "none of
+ * the application's bytes went out: write again if blocking, else EAGAIN". */
+int dds_conn_send_plan(dds_conn *c, const struct iovec *app, int napp, struct iovec *out, int outcap);
+ssize_t dds_conn_send_done(dds_conn *c, const struct iovec *app, int napp, int planned, ssize_t k, int err);
+/* Body bytes sent without passing through user space (sendfile). */
+void dds_conn_sent_opaque(dds_conn *c, size_t n);
+
+/* Incoming bytes (already in the app's buffers), end of stream, an error. */
+void dds_conn_received(dds_conn *c, const struct iovec *iov, int n, size_t len);
+void dds_conn_eof(dds_conn *c);
+void dds_conn_error(dds_conn *c, int err);
+/* The application will send nothing more (shutdown SHUT_WR). */
+void dds_conn_shutdown_write(dds_conn *c);
+
+#endif

@@ -1,0 +1,3 @@
+#include "guard.h"
+
+__thread int dds_in_shim __attribute__((tls_model("initial-exec"))) = 0;

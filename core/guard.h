@@ -1,0 +1,14 @@
+/*
+ * guard.h — the per-thread "ddshim is working" flag.
+ *
+ * Set around ddshim's own work and for the whole life of its writer thread, so
+ * that any libc call made while it is set (the agent connection, log writes,
+ * libcurl) passes straight through the hooks untraced. Initial-exec TLS: one
+ * load, no allocation, safe in a signal handler.
+ */
+#ifndef DDS_GUARD_H
+#define DDS_GUARD_H
+
+extern __thread int dds_in_shim __attribute__((tls_model("initial-exec")));
+
+#endif

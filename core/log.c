@@ -1,0 +1,137 @@
+/* See log.h. One write(2) per line; the fd is opened lazily with O_APPEND,
+ * O_CLOEXEC, O_NOFOLLOW and mode 0600. Rate limit: at most DDS_LOG_BURST lines
+ * per second; the file stops growing at DDS_LOG_MAX_BYTES. */
+#include "log.h"
+#include "guard.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DDS_LOG_BURST 50
+#define DDS_LOG_MAX_BYTES (16 * 1024 * 1024)
+
+static int log_debug;
+static int log_mode;          /* 0 default file, 1 stderr, 2 off, 3 path */
+static char log_path[512];
+static int log_fd = -1;
+static int log_open_failed;
+static long log_window_sec;
+static int log_window_count;
+
+void dds_log_configure(const char *dest, int debug)
+{
+    log_debug = debug;
+    if (dest == NULL || dest[0] == '\0') {
+        const char *tmp = getenv("TMPDIR");
+        if (tmp == NULL || tmp[0] != '/')
+            tmp = "/tmp";
+        snprintf(log_path, sizeof log_path, "%s/ddshim-%u.log", tmp, (unsigned)getuid());
+        log_mode = 0;
+    } else if (strcmp(dest, "stderr") == 0) {
+        log_mode = 1;
+        snprintf(log_path, sizeof log_path, "stderr");
+    } else if (strcmp(dest, "off") == 0 || strcmp(dest, "none") == 0) {
+        log_mode = 2;
+        log_path[0] = '\0';
+    } else {
+        log_mode = 3;
+        snprintf(log_path, sizeof log_path, "%s", dest);
+    }
+}
+
+int dds_log_debug_enabled(void) { return log_debug; }
+
+const char *dds_log_path(void) { return log_path; }
+
+void dds_log_reset_after_fork(void)
+{
+    /* The inherited fd is still valid and O_APPEND; keep using it. Only the
+     * rate-limit window restarts. */
+    log_window_count = 0;
+}
+
+static int log_get_fd(void)
+{
+    if (log_mode == 2)
+        return -1;
+    if (log_mode == 1)
+        return 2;
+    if (log_fd >= 0)
+        return log_fd;
+    if (log_open_failed)
+        return -1;
+    int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        log_open_failed = 1;
+        return -1;
+    }
+    int expected = -1;
+    if (!__atomic_compare_exchange_n(&log_fd, &expected, fd, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        close(fd);
+        return expected;
+    }
+    return fd;
+}
+
+void dds_log(int level, const char *fmt, ...)
+{
+    static const char *names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
+    if (level > DDS_LOG_INFO && !log_debug)
+        return;
+    int saved_errno = errno;
+    int was_in = dds_in_shim;
+    dds_in_shim = 1;
+
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long sec = (long)ts.tv_sec;
+    if (__atomic_load_n(&log_window_sec, __ATOMIC_RELAXED) != sec) {
+        __atomic_store_n(&log_window_sec, sec, __ATOMIC_RELAXED);
+        __atomic_store_n(&log_window_count, 0, __ATOMIC_RELAXED);
+    }
+    if (__atomic_add_fetch(&log_window_count, 1, __ATOMIC_RELAXED) > DDS_LOG_BURST)
+        goto out;
+
+    int fd = log_get_fd();
+    if (fd < 0)
+        goto out;
+    if (log_mode != 1) {
+        struct stat st;
+        if (fstat(fd, &st) == 0 && st.st_size > DDS_LOG_MAX_BYTES)
+            goto out;
+    }
+
+    char line[1024];
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ddshim[%d] %s: ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, ts.tv_nsec / 1000000, (int)getpid(), names[level & 3]);
+    if (n < 0)
+        goto out;
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;
+    /* One line each: drop embedded newlines from values. */
+    for (size_t i = (size_t)n; i < len; i++)
+        if (line[i] == '\n' || line[i] == '\r')
+            line[i] = ' ';
+    line[len++] = '\n';
+    ssize_t w = write(fd, line, len);
+    (void)w;
+out:
+    dds_in_shim = was_in;
+    errno = saved_errno;
+}

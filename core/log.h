@@ -1,0 +1,28 @@
+/*
+ * log.h — ddshim's own log: warnings about bad configuration, the startup line,
+ * debug lines when DD_TRACE_DEBUG is on.
+ *
+ * It never writes to the application's stdout/stderr unless DD_TRACE_LOG_FILE
+ * says "stderr"; the default is a private file (see dds_log_open). Each line is
+ * one write(2) with O_APPEND, so lines from several processes do not interleave.
+ * Lines are rate-limited and the file is capped, so a tight loop of errors cannot
+ * fill a disk. Safe to call from any thread; never allocates.
+ */
+#ifndef DDS_LOG_H
+#define DDS_LOG_H
+
+enum { DDS_LOG_ERROR = 0, DDS_LOG_WARN = 1, DDS_LOG_INFO = 2, DDS_LOG_DEBUG = 3 };
+
+/* dest: NULL/"" = default file "${TMPDIR:-/tmp}/ddshim-<uid>.log", "stderr",
+ * "off", or a path. The file is opened lazily on the first line. */
+void dds_log_configure(const char *dest, int debug);
+void dds_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int dds_log_debug_enabled(void);
+/* Forget the open fd without closing it (after fork the child reopens lazily). */
+void dds_log_reset_after_fork(void);
+/* Path actually used (for the startup log and tests); "" when off. */
+const char *dds_log_path(void);
+
+#define DDS_DEBUG(...) do { if (dds_log_debug_enabled()) dds_log(DDS_LOG_DEBUG, __VA_ARGS__); } while (0)
+
+#endif

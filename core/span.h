@@ -1,0 +1,144 @@
+/*
+ * span.h — spans and the local trace segments that own them.
+ *
+ * A dds_span is one timed operation (an HTTP request, a SQL statement, a Redis
+ * command). Every span belongs to a dds_trace: the part of a distributed trace
+ * that lives in this process. The trace holds the 128-bit trace id, the
+ * propagated context (context.h), the sampling decision, and the spans that have
+ * finished. When its last open span finishes, the whole chunk goes to
+ * dds_trace_complete_hook (preload/ sets it to the queue of core/queue.h; tests
+ * capture it). Service, env, version, DD_TAGS, language, runtime-id and
+ * process_id are not stored per span: core/encode.c adds them when it encodes.
+ *
+ * Threads: a span is written by one thread at a time (the hooks guarantee it);
+ * the trace's list and counters are under the trace's own mutex. Nothing here
+ * interposes or knows about file descriptors.
+ */
+#ifndef DDS_SPAN_H
+#define DDS_SPAN_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "context.h"
+
+/* Sampling mechanisms (_dd.p.dm = -<n>), wire spec §4.1. */
+enum { DDS_MECH_NONE = -1, DDS_MECH_DEFAULT = 0, DDS_MECH_AGENT_RATE = 1,
+       DDS_MECH_RULE = 3, DDS_MECH_MANUAL = 4 };
+
+typedef struct dds_sampling {
+    int decided;
+    int priority;      /* DDS_PRIO_* */
+    int mechanism;     /* DDS_MECH_*; NONE when the decision was extracted */
+    double rule_psr;   /* < 0: not set */
+    double agent_psr;
+    double limit_psr;
+    double ksr;        /* rate for _dd.p.ksr; < 0: not set */
+} dds_sampling;
+
+typedef struct dds_meta {
+    const char *key; /* static unless key_owned */
+    char *val;       /* owned */
+    int key_owned;
+} dds_meta;
+
+typedef struct dds_metric {
+    const char *key; /* static */
+    double val;
+} dds_metric;
+
+struct dds_trace;
+
+typedef struct dds_span {
+    struct dds_trace *trace;
+    struct dds_span *next;   /* in the trace's finished list */
+    uint64_t span_id;
+    uint64_t parent_id;      /* 0 for a root */
+    int64_t start_ns;        /* wall clock, ns since the epoch */
+    int64_t mono_start_ns;   /* CLOCK_MONOTONIC, for the duration */
+    int64_t duration_ns;
+    int32_t error;
+    int finished;
+    const char *name;        /* static */
+    const char *type;        /* static */
+    char *resource;          /* owned; NULL = name */
+    dds_meta *meta;
+    int nmeta, capmeta;
+    dds_metric *metrics;
+    int nmetrics, capmetrics;
+} dds_span;
+
+typedef struct dds_trace {
+    pthread_mutex_t mu;
+    struct dds_trace *qnext;    /* used by core/queue.c */
+    uint64_t trace_id_hi, trace_id_lo;
+    uint64_t root_span_id;      /* the local root: the first span of this segment */
+    int open_spans;             /* started, not yet finished */
+    int nfinished;
+    dds_span *finished;         /* finished spans, newest first */
+    dds_span *finished_tail;
+    dds_trace_context ctx;      /* origin, _dd.p.* tags, tracestate to carry on */
+    dds_sampling sampling;
+    int is_continued;           /* the root continues a remote parent */
+    int completed;              /* handed to the complete hook; no new children */
+    int refs;                   /* 1 for the chunk itself + 1 per active-stack entry */
+} dds_trace;
+
+/* Start a span. parent: a local parent (same trace). Else remote: an extracted
+ * context to continue (trace id, parent id, priority, tags, origin). Else a new
+ * trace. name and type must be static strings. Returns NULL only when out of
+ * memory (the caller then simply does not trace). */
+dds_span *dds_span_start(const char *name, const char *type, dds_span *parent,
+                         const dds_trace_context *remote);
+/* Like dds_span_start but with an explicit start time (ns since the epoch and
+ * monotonic), for spans whose start was observed before they were created. */
+dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent,
+                            const dds_trace_context *remote, int64_t wall_ns, int64_t mono_ns);
+
+/* Tags. key must be static (use _dyn for computed keys). val is copied.
+ * Setting an existing key replaces its value. */
+void dds_span_set_meta(dds_span *s, const char *key, const char *val);
+void dds_span_set_meta_n(dds_span *s, const char *key, const char *val, size_t len);
+void dds_span_set_meta_dyn(dds_span *s, const char *key, const char *val);
+const char *dds_span_get_meta(const dds_span *s, const char *key);
+void dds_span_set_metric(dds_span *s, const char *key, double val);
+int dds_span_get_metric(const dds_span *s, const char *key, double *val);
+void dds_span_set_resource(dds_span *s, const char *res);
+void dds_span_set_resource_n(dds_span *s, const char *res, size_t len);
+/* error = 1 and error.message (may be NULL); msg is truncated to 1 KiB. */
+void dds_span_set_error(dds_span *s, const char *msg);
+
+/* Finish: sets the duration; the span must not be used afterwards. When it was
+ * the trace's last open span, the chunk is handed to dds_trace_complete_hook. */
+void dds_span_finish(dds_span *s);
+void dds_span_finish_at(dds_span *s, int64_t mono_ns);
+
+/* Make the sampling decision now if it is not made yet (before the first
+ * injection, or when the chunk completes). Calls dds_trace_decide_hook. */
+void dds_trace_decide(dds_trace *t, const dds_span *root);
+
+/* Release the chunk's reference to a completed trace (the writer calls this
+ * after encoding, the queue when it drops one). The memory goes when no
+ * thread's active stack still points into it. */
+void dds_trace_free(dds_trace *t);
+
+/* Hooks, set once at start-up: where completed chunks go, and who decides
+ * sampling (core/sampler.c). Defaults: free the chunk; priority AUTO_KEEP,
+ * mechanism DEFAULT, agent_psr 1. */
+extern void (*dds_trace_complete_hook)(dds_trace *t);
+extern void (*dds_trace_decide_hook)(dds_trace *t, const dds_span *root);
+
+/* The span active on this thread: new spans started without an explicit parent
+ * by the hooks become its children. A small per-thread stack. An entry pins its
+ * trace (refs), so a span finished by another thread never dangles here: it is
+ * dropped the next time this thread looks. A child of a trace that has already
+ * completed starts a new chunk of the same trace. */
+dds_span *dds_active_span(void);
+void dds_active_push(dds_span *s);
+void dds_active_remove(dds_span *s); /* remove wherever it is in the stack */
+
+/* Clocks. */
+int64_t dds_now_wall_ns(void);
+int64_t dds_now_mono_ns(void);
+
+#endif

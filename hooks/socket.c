@@ -1,0 +1,650 @@
+/*
+ * socket.c — the libc socket hooks.
+ *
+ * Each exported function is the libc name; the fast path, for a descriptor
+ * ddshim does not track, is one table load and the real call. TCP sockets the
+ * application connect()s or accept()s get a dds_conn (core/conn.c), which
+ * parses the HTTP/1.x traffic and says what to inject; this file only moves
+ * bytes and keeps return values and errno exactly those of the real calls.
+ * The table holds a pointer per fd: NULL (not tracked), DDS_IGNORED (seen, not
+ * HTTP or owned by another integration), or a dds_conn.
+ */
+#define _GNU_SOURCE
+#include "socket.h"
+
+#include "conn.h"
+#include "config.h"
+#include "guard.h"
+#include "log.h"
+#include "preload/preload.h"
+#include "preload/real.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define DDS_FD_MAX (1 << 20)
+#define DDS_IGNORED ((dds_conn *)1)
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+static dds_conn **fd_table;     /* mmap'd lazily: untouched pages cost nothing */
+static size_t fd_table_cap;     /* 0 until the first tracked socket */
+static int fd_high;             /* highest fd ever tracked, for close_range */
+static pthread_mutex_t table_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int table_ensure(void)
+{
+    if (__atomic_load_n(&fd_table_cap, __ATOMIC_ACQUIRE))
+        return 0;
+    pthread_mutex_lock(&table_mu);
+    if (fd_table_cap == 0) {
+        void *p = mmap(NULL, DDS_FD_MAX * sizeof(dds_conn *), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p != MAP_FAILED) {
+            fd_table = p;
+            __atomic_store_n(&fd_table_cap, DDS_FD_MAX, __ATOMIC_RELEASE);
+        }
+    }
+    pthread_mutex_unlock(&table_mu);
+    return fd_table_cap ? 0 : -1;
+}
+
+static inline dds_conn *fd_get(int fd)
+{
+    if (LIKELY((unsigned)fd >= __atomic_load_n(&fd_table_cap, __ATOMIC_RELAXED)))
+        return NULL;
+    return __atomic_load_n(&fd_table[fd], __ATOMIC_ACQUIRE);
+}
+
+/* Swap in a new state for fd; returns the old one. */
+static dds_conn *fd_swap(int fd, dds_conn *c)
+{
+    if ((unsigned)fd >= fd_table_cap)
+        return NULL;
+    if (c != NULL && fd > __atomic_load_n(&fd_high, __ATOMIC_RELAXED))
+        __atomic_store_n(&fd_high, fd, __ATOMIC_RELAXED);
+    return __atomic_exchange_n(&fd_table[fd], c, __ATOMIC_ACQ_REL);
+}
+
+static void conn_release(dds_conn *c, const char *why)
+{
+    if (c == NULL || c == DDS_IGNORED)
+        return;
+    if (c->pid != dds_pid) {
+        dds_conn_abandon(c); /* our fork parent's state: theirs to finish */
+        return;
+    }
+    dds_conn_close(c, why);
+}
+
+/* A tracked fd is being used: the state it carries, or NULL if the call
+ * must pass through (inside ddshim, vfork child, busy, dead). On success the
+ * conn's mutex is held and dds_in_shim is set. */
+static dds_conn *conn_enter(int fd)
+{
+    dds_conn *c = fd_get(fd);
+    if (LIKELY(c == NULL) || c == DDS_IGNORED || dds_in_shim || !dds_active)
+        return NULL;
+    if (c->dead)
+        return NULL;
+    pid_t pid = getpid();
+    if (pid != dds_pid)
+        return NULL; /* vfork / posix_spawn child: shares our memory, change nothing */
+    if (c->pid != pid) {
+        /* fork child (a server forking per connection): the parent's spans
+         * are the parent's to finish; this process starts clean on the same
+         * connection. */
+        dds_conn *fresh = dds_conn_new(c->role, c->peer_ip, c->peer_port, pid);
+        if (!__atomic_compare_exchange_n(&fd_table[fd], &c, fresh ? fresh : DDS_IGNORED, 0,
+                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            if (fresh)
+                dds_conn_abandon(fresh);
+            return NULL;
+        }
+        dds_conn_abandon(c);
+        c = fresh;
+        if (c == NULL)
+            return NULL;
+    }
+    /* Never wait: a signal handler writing to this socket while the
+     * interrupted code holds the lock must not deadlock. */
+    if (pthread_mutex_trylock(&c->mu) != 0) {
+        c->dead = 1; /* bytes go by unparsed: the parser cannot follow any more */
+        return NULL;
+    }
+    dds_in_shim = 1;
+    return c;
+}
+
+static void conn_leave(dds_conn *c)
+{
+    pthread_mutex_unlock(&c->mu);
+    dds_in_shim = 0;
+}
+
+void dds_socket_ignore_fd(int fd)
+{
+    if (fd < 0 || table_ensure() < 0)
+        return;
+    dds_conn *old = fd_get(fd);
+    if (old == DDS_IGNORED)
+        return;
+    conn_release(fd_swap(fd, DDS_IGNORED), NULL);
+}
+
+static int peer_of(const struct sockaddr *sa, char *ip, size_t cap, int *port)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, ip, (socklen_t)cap);
+        *port = ntohs(in->sin_port);
+        return 0;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, (socklen_t)cap);
+        *port = ntohs(in6->sin6_port);
+        return 0;
+    }
+    return -1;
+}
+
+static int is_stream_socket(int fd)
+{
+    int type = 0;
+    socklen_t len = sizeof type;
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+}
+
+static void track(int fd, int role, const struct sockaddr *sa)
+{
+    char ip[64] = "";
+    int port = 0;
+    if (sa == NULL || peer_of(sa, ip, sizeof ip, &port) < 0)
+        return;
+    int want = role == DDS_CONN_CLIENT ? DDS_INTEG_HTTP_CLIENT : DDS_INTEG_HTTP_SERVER;
+    if (!(dds_cfg->integrations & want) || !is_stream_socket(fd) || table_ensure() < 0)
+        return;
+    dds_conn *c = dds_conn_new(role, ip, port, dds_pid);
+    conn_release(fd_swap(fd, c), NULL);
+}
+
+/* ---- connect / accept ------------------------------------------------- */
+
+DDS_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    DDS_REAL(connect);
+    if (UNLIKELY(real_connect == NULL))
+        return (int)syscall(SYS_connect, fd, addr, len);
+    int r = real_connect(fd, addr, len);
+    if (dds_in_shim || !dds_active || addr == NULL ||
+        (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+        return r;
+    int e = errno;
+    if ((r == 0 || e == EINPROGRESS) && getpid() == dds_pid && dds_ready()) {
+        dds_in_shim = 1;
+        track(fd, DDS_CONN_CLIENT, addr);
+        dds_in_shim = 0;
+    }
+    errno = e;
+    return r;
+}
+
+static void accepted(int fd)
+{
+    if (fd < 0 || dds_in_shim || !dds_active || getpid() != dds_pid)
+        return;
+    int e = errno;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+        (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) && dds_ready()) {
+        dds_in_shim = 1;
+        track(fd, DDS_CONN_SERVER, (struct sockaddr *)&ss);
+        dds_in_shim = 0;
+    } else {
+        /* A reused fd number must not carry an older connection's state. */
+        conn_release(fd_swap(fd, NULL), NULL);
+    }
+    errno = e;
+}
+
+DDS_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    DDS_REAL(accept);
+    int r = real_accept ? real_accept(fd, addr, len) : (int)syscall(SYS_accept, fd, addr, len);
+    accepted(r);
+    return r;
+}
+
+DDS_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+    DDS_REAL(accept4);
+    int r = real_accept4 ? real_accept4(fd, addr, len, flags)
+                         : (int)syscall(SYS_accept4, fd, addr, len, flags);
+    accepted(r);
+    return r;
+}
+
+/* ---- sending ---------------------------------------------------------- */
+
+static int fd_blocking(int fd, int flags)
+{
+    if (flags & MSG_DONTWAIT)
+        return 0;
+    int fl = fcntl(fd, F_GETFL);
+    return fl >= 0 && !(fl & O_NONBLOCK);
+}
+
+/* One send of the app's iovecs on a tracked fd; `plain` performs the
+ * application's own call unchanged, sendmsg carries a rewritten one. */
+typedef ssize_t (*plain_send_fn)(int fd, const struct iovec *iov, int n, int flags, const struct msghdr *m);
+
+static ssize_t real_sendmsg_call(int fd, const struct msghdr *m, int flags)
+{
+    DDS_REAL(sendmsg);
+    if (real_sendmsg == NULL)
+        return syscall(SYS_sendmsg, fd, m, flags);
+    return real_sendmsg(fd, m, flags);
+}
+
+static ssize_t traced_send(dds_conn *c, int fd, const struct iovec *iov, int n, int flags,
+                           const struct msghdr *orig, plain_send_fn plain)
+{
+    struct iovec out[IOV_MAX > 1024 ? 1024 : IOV_MAX];
+    for (;;) {
+        int planned = dds_conn_send_plan(c, iov, n, out, (int)(sizeof out / sizeof *out));
+        ssize_t k;
+        int e;
+        pthread_mutex_unlock(&c->mu);
+        if (planned > 0) {
+            struct msghdr m = {0};
+            if (orig)
+                m = *orig;
+            m.msg_iov = out;
+            m.msg_iovlen = (size_t)planned;
+            k = real_sendmsg_call(fd, &m, flags);
+        } else {
+            k = plain(fd, iov, n, flags, orig);
+        }
+        e = errno;
+        pthread_mutex_lock(&c->mu);
+        ssize_t r = dds_conn_send_done(c, iov, n, planned, k, e);
+        if (r == -2) {
+            /* Only injected bytes went out. A blocking caller never sees
+             * EAGAIN: go on writing; a non-blocking one retries later. */
+            if (fd_blocking(fd, flags))
+                continue;
+            errno = EAGAIN;
+            return -1;
+        }
+        if (r < 0 && k < 0 && (e == EPIPE || e == ECONNRESET))
+            dds_conn_error(c, e);
+        errno = e;
+        return r;
+    }
+}
+
+static ssize_t plain_write(int fd, const struct iovec *iov, int n, int flags, const struct msghdr *m)
+{
+    (void)n, (void)flags, (void)m;
+    DDS_REAL(write);
+    return real_write ? real_write(fd, iov[0].iov_base, iov[0].iov_len)
+                      : syscall(SYS_write, fd, iov[0].iov_base, iov[0].iov_len);
+}
+
+static ssize_t plain_writev(int fd, const struct iovec *iov, int n, int flags, const struct msghdr *m)
+{
+    (void)flags, (void)m;
+    DDS_REAL(writev);
+    return real_writev ? real_writev(fd, iov, n) : syscall(SYS_writev, fd, iov, n);
+}
+
+static ssize_t plain_send(int fd, const struct iovec *iov, int n, int flags, const struct msghdr *m)
+{
+    (void)n, (void)m;
+    DDS_REAL(send);
+    return real_send ? real_send(fd, iov[0].iov_base, iov[0].iov_len, flags)
+                     : syscall(SYS_sendto, fd, iov[0].iov_base, iov[0].iov_len, flags, NULL, 0);
+}
+
+static ssize_t plain_sendmsg(int fd, const struct iovec *iov, int n, int flags, const struct msghdr *m)
+{
+    (void)iov, (void)n;
+    return real_sendmsg_call(fd, m, flags);
+}
+
+static ssize_t plain_sendto(int fd, const struct iovec *iov, int n, int flags, const struct msghdr *m)
+{
+    (void)n;
+    DDS_REAL(sendto);
+    const void *to = m ? m->msg_name : NULL;
+    socklen_t tl = m ? m->msg_namelen : 0;
+    return real_sendto ? real_sendto(fd, iov[0].iov_base, iov[0].iov_len, flags, to, tl)
+                       : syscall(SYS_sendto, fd, iov[0].iov_base, iov[0].iov_len, flags, to, tl);
+}
+
+static ssize_t send_common(int fd, const struct iovec *iov, int n, int flags, const struct msghdr *m,
+                           plain_send_fn plain)
+{
+    dds_conn *c = conn_enter(fd);
+    if (c == NULL)
+        return plain(fd, iov, n, flags, m);
+    ssize_t r = traced_send(c, fd, iov, n, flags, m, plain);
+    int e = errno;
+    conn_leave(c);
+    errno = e;
+    return r;
+}
+
+DDS_EXPORT ssize_t write(int fd, const void *buf, size_t len)
+{
+    DDS_REAL(write);
+    if (LIKELY(fd_get(fd) == NULL) && LIKELY(real_write != NULL))
+        return real_write(fd, buf, len);
+    struct iovec v = {(void *)buf, len};
+    return send_common(fd, &v, 1, 0, NULL, plain_write);
+}
+
+DDS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
+{
+    DDS_REAL(writev);
+    if (LIKELY(fd_get(fd) == NULL) && LIKELY(real_writev != NULL))
+        return real_writev(fd, iov, n);
+    if (n < 0 || n > IOV_MAX)
+        return plain_writev(fd, iov, n, 0, NULL);
+    return send_common(fd, iov, n, 0, NULL, plain_writev);
+}
+
+DDS_EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+    DDS_REAL(send);
+    if (LIKELY(fd_get(fd) == NULL) && LIKELY(real_send != NULL))
+        return real_send(fd, buf, len, flags);
+    struct iovec v = {(void *)buf, len};
+    return send_common(fd, &v, 1, flags, NULL, plain_send);
+}
+
+DDS_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to,
+                          socklen_t tolen)
+{
+    DDS_REAL(sendto);
+    if (LIKELY(fd_get(fd) == NULL) && LIKELY(real_sendto != NULL))
+        return real_sendto(fd, buf, len, flags, to, tolen);
+    struct iovec v = {(void *)buf, len};
+    struct msghdr m = {.msg_name = (void *)to, .msg_namelen = tolen};
+    return send_common(fd, &v, 1, flags, &m, plain_sendto);
+}
+
+DDS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
+{
+    DDS_REAL(sendmsg);
+    if (LIKELY(fd_get(fd) == NULL) && LIKELY(real_sendmsg != NULL))
+        return real_sendmsg(fd, m, flags);
+    if (m == NULL || m->msg_iovlen > IOV_MAX)
+        return real_sendmsg_call(fd, m, flags);
+    return send_common(fd, m->msg_iov, (int)m->msg_iovlen, flags, m, plain_sendmsg);
+}
+
+static void opaque_sent(int fd, ssize_t r)
+{
+    if (r <= 0)
+        return;
+    int e = errno;
+    dds_conn *c = conn_enter(fd);
+    if (c) {
+        dds_conn_sent_opaque(c, (size_t)r);
+        conn_leave(c);
+    }
+    errno = e;
+}
+
+DDS_EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t count)
+{
+    DDS_REAL(sendfile);
+    ssize_t r = real_sendfile ? real_sendfile(out, in, off, count)
+                              : syscall(SYS_sendfile, out, in, off, count);
+    if (UNLIKELY(fd_get(out) != NULL))
+        opaque_sent(out, r);
+    return r;
+}
+
+DDS_EXPORT ssize_t sendfile64(int out, int in, off64_t *off, size_t count)
+{
+    DDS_REAL(sendfile64);
+    ssize_t r = real_sendfile64 ? real_sendfile64(out, in, off, count)
+                                : syscall(SYS_sendfile, out, in, off, count);
+    if (UNLIKELY(fd_get(out) != NULL))
+        opaque_sent(out, r);
+    return r;
+}
+
+/* ---- receiving -------------------------------------------------------- */
+
+static void received(int fd, const struct iovec *iov, int n, ssize_t r, int flags)
+{
+    if (flags & (MSG_PEEK | MSG_TRUNC)) {
+        if (flags & MSG_TRUNC) {
+            dds_conn *c = fd_get(fd);
+            if (c && c != DDS_IGNORED)
+                c->dead = 1; /* bytes discarded unseen */
+        }
+        return; /* peeked data is parsed once, when it is really read */
+    }
+    int e = errno;
+    dds_conn *c = conn_enter(fd);
+    if (c) {
+        if (r > 0)
+            dds_conn_received(c, iov, n, (size_t)r);
+        else if (r == 0)
+            dds_conn_eof(c);
+        else if (e == ECONNRESET || e == ETIMEDOUT || e == EPIPE)
+            dds_conn_error(c, e);
+        conn_leave(c);
+    }
+    errno = e;
+}
+
+DDS_EXPORT ssize_t read(int fd, void *buf, size_t len)
+{
+    DDS_REAL(read);
+    if (UNLIKELY(real_read == NULL))
+        return syscall(SYS_read, fd, buf, len);
+    if (LIKELY(fd_get(fd) == NULL))
+        return real_read(fd, buf, len);
+    ssize_t r = real_read(fd, buf, len);
+    struct iovec v = {buf, len};
+    received(fd, &v, 1, r, 0);
+    return r;
+}
+
+DDS_EXPORT ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
+{
+    DDS_REAL(__read_chk);
+    if (UNLIKELY(real___read_chk == NULL))
+        return syscall(SYS_read, fd, buf, len);
+    ssize_t r = real___read_chk(fd, buf, len, buflen); /* keeps glibc's size check */
+    if (UNLIKELY(fd_get(fd) != NULL)) {
+        struct iovec v = {buf, len};
+        received(fd, &v, 1, r, 0);
+    }
+    return r;
+}
+
+DDS_EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
+{
+    DDS_REAL(readv);
+    if (UNLIKELY(real_readv == NULL))
+        return syscall(SYS_readv, fd, iov, n);
+    ssize_t r = real_readv(fd, iov, n);
+    if (UNLIKELY(fd_get(fd) != NULL))
+        received(fd, iov, n, r, 0);
+    return r;
+}
+
+DDS_EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    DDS_REAL(recv);
+    if (UNLIKELY(real_recv == NULL))
+        return syscall(SYS_recvfrom, fd, buf, len, flags, NULL, NULL);
+    ssize_t r = real_recv(fd, buf, len, flags);
+    if (UNLIKELY(fd_get(fd) != NULL)) {
+        struct iovec v = {buf, len};
+        received(fd, &v, 1, r, flags);
+    }
+    return r;
+}
+
+DDS_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
+{
+    DDS_REAL(__recv_chk);
+    if (UNLIKELY(real___recv_chk == NULL))
+        return syscall(SYS_recvfrom, fd, buf, len, flags, NULL, NULL);
+    ssize_t r = real___recv_chk(fd, buf, len, buflen, flags);
+    if (UNLIKELY(fd_get(fd) != NULL)) {
+        struct iovec v = {buf, len};
+        received(fd, &v, 1, r, flags);
+    }
+    return r;
+}
+
+DDS_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
+                            socklen_t *fl)
+{
+    DDS_REAL(recvfrom);
+    if (UNLIKELY(real_recvfrom == NULL))
+        return syscall(SYS_recvfrom, fd, buf, len, flags, from, fl);
+    ssize_t r = real_recvfrom(fd, buf, len, flags, from, fl);
+    if (UNLIKELY(fd_get(fd) != NULL)) {
+        struct iovec v = {buf, len};
+        received(fd, &v, 1, r, flags);
+    }
+    return r;
+}
+
+DDS_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
+                                  struct sockaddr *from, socklen_t *fl)
+{
+    DDS_REAL(__recvfrom_chk);
+    if (UNLIKELY(real___recvfrom_chk == NULL))
+        return syscall(SYS_recvfrom, fd, buf, len, flags, from, fl);
+    ssize_t r = real___recvfrom_chk(fd, buf, len, buflen, flags, from, fl);
+    if (UNLIKELY(fd_get(fd) != NULL)) {
+        struct iovec v = {buf, len};
+        received(fd, &v, 1, r, flags);
+    }
+    return r;
+}
+
+DDS_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
+{
+    DDS_REAL(recvmsg);
+    if (UNLIKELY(real_recvmsg == NULL))
+        return syscall(SYS_recvmsg, fd, m, flags);
+    ssize_t r = real_recvmsg(fd, m, flags);
+    if (UNLIKELY(fd_get(fd) != NULL) && m)
+        received(fd, m->msg_iov, (int)m->msg_iovlen, r, flags | (m->msg_flags & MSG_TRUNC));
+    return r;
+}
+
+/* ---- closing and handing over ----------------------------------------- */
+
+/* The fd is about to stop meaning this connection. Not in a vfork child:
+ * that would free state the parent still uses. */
+static void forget_fd(int fd, const char *why)
+{
+    if (LIKELY(fd_get(fd) == NULL) || getpid() != dds_pid)
+        return;
+    int e = errno;
+    int was = dds_in_shim;
+    dds_in_shim = 1;
+    conn_release(fd_swap(fd, NULL), why);
+    dds_in_shim = was;
+    errno = e;
+}
+
+DDS_EXPORT int close(int fd)
+{
+    DDS_REAL(close);
+    forget_fd(fd, "connection closed before the response");
+    return real_close ? real_close(fd) : (int)syscall(SYS_close, fd);
+}
+
+DDS_EXPORT int shutdown(int fd, int how)
+{
+    DDS_REAL(shutdown);
+    int r = real_shutdown ? real_shutdown(fd, how) : (int)syscall(SYS_shutdown, fd, how);
+    if (UNLIKELY(fd_get(fd) != NULL) && r == 0 && (how == SHUT_WR || how == SHUT_RDWR)) {
+        int e = errno;
+        dds_conn *c = conn_enter(fd);
+        if (c) {
+            dds_conn_shutdown_write(c);
+            conn_leave(c);
+        }
+        errno = e;
+    }
+    return r;
+}
+
+DDS_EXPORT int dup2(int old, int newfd)
+{
+    DDS_REAL(dup2);
+    if (old != newfd)
+        forget_fd(newfd, "connection replaced by dup2");
+    return real_dup2 ? real_dup2(old, newfd) : (int)syscall(SYS_dup2, old, newfd);
+}
+
+DDS_EXPORT int dup3(int old, int newfd, int flags)
+{
+    DDS_REAL(dup3);
+    if (old != newfd)
+        forget_fd(newfd, "connection replaced by dup3");
+    return real_dup3 ? real_dup3(old, newfd, flags) : (int)syscall(SYS_dup3, old, newfd, flags);
+}
+
+static void forget_range(unsigned lo, unsigned hi)
+{
+    if (fd_table_cap == 0)
+        return;
+    unsigned top = (unsigned)__atomic_load_n(&fd_high, __ATOMIC_RELAXED);
+    if (hi > top)
+        hi = top;
+    for (unsigned fd = lo; fd <= hi && fd < fd_table_cap; fd++)
+        if (fd_table[fd] != NULL)
+            forget_fd((int)fd, "connection closed before the response");
+}
+
+DDS_EXPORT int close_range(unsigned lo, unsigned hi, int flags)
+{
+    DDS_REAL(close_range);
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+    if (!(flags & CLOSE_RANGE_CLOEXEC))
+        forget_range(lo, hi);
+    return real_close_range ? real_close_range(lo, hi, flags)
+                            : (int)syscall(SYS_close_range, lo, hi, flags);
+}
+
+DDS_EXPORT void closefrom(int lo)
+{
+    DDS_REAL(closefrom);
+    if (lo >= 0)
+        forget_range((unsigned)lo, UINT_MAX);
+    if (real_closefrom)
+        real_closefrom(lo);
+    else
+        syscall(SYS_close_range, (unsigned)lo, ~0U, 0);
+}

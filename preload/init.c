@@ -1,0 +1,117 @@
+/*
+ * init.c — ddshim's life inside the host process.
+ *
+ * The constructor only reads the environment (config) and registers the fork
+ * handlers; everything heavier (sampler rules, the query regexp, the writer
+ * thread, libcurl) starts on the first span, in dds_ready(). A setuid process
+ * (AT_SECURE) or DD_TRACE_ENABLED=false leaves ddshim inert: every hook passes
+ * straight through. At exit, queued spans get one flush with a deadline.
+ */
+#define _GNU_SOURCE
+#include "real.h"
+#include "preload.h"
+
+#include "config.h"
+#include "guard.h"
+#include "ids.h"
+#include "log.h"
+#include "queue.h"
+#include "sampler.h"
+#include "span.h"
+#include "url.h"
+#include "writer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <unistd.h>
+
+extern char **environ;
+
+int dds_active;
+pid_t dds_pid;
+static dds_config config;
+static pthread_once_t ready_once = PTHREAD_ONCE_INIT;
+static int ready_ok;
+
+static void lazy_init(void)
+{
+    int was = dds_in_shim;
+    dds_in_shim = 1;
+    if (dds_url_init(config.query_regexp) < 0)
+        dds_log(DDS_LOG_WARN, "DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP does not compile; using the default");
+    if (dds_sampler_init(&config) < 0)
+        dds_log(DDS_LOG_WARN, "DD_TRACE_SAMPLING_RULES is not a valid JSON array of rules; sampling rules ignored");
+    dds_trace_decide_hook = dds_sampler_decide;
+    dds_writer_rates_hook = dds_sampler_update_rates;
+    dds_trace_complete_hook = dds_writer_enqueue;
+    ready_ok = 1;
+    dds_in_shim = was;
+}
+
+int dds_ready(void)
+{
+    if (!dds_active)
+        return 0;
+    pthread_once(&ready_once, lazy_init);
+    return ready_ok;
+}
+
+static void atfork_prepare(void)
+{
+    if (dds_active)
+        dds_writer_atfork_prepare();
+}
+
+static void atfork_parent(void)
+{
+    if (dds_active)
+        dds_writer_atfork_parent();
+}
+
+static void atfork_child(void)
+{
+    dds_pid = getpid();
+    dds_id_reseed();
+    if (!dds_active)
+        return;
+    dds_log_reset_after_fork();
+    dds_writer_atfork_child();
+}
+
+__attribute__((constructor)) static void dds_constructor(void)
+{
+    int saved = errno;
+    dds_in_shim = 1;
+    dds_pid = getpid();
+    if (getauxval(AT_SECURE)) {
+        /* setuid/setgid: stay inert, read nothing from the environment. */
+        dds_in_shim = 0;
+        errno = saved;
+        return;
+    }
+    dds_config_load(&config, environ, program_invocation_short_name);
+    dds_cfg = &config;
+    if (config.enabled) {
+        dds_writer_init(&config);
+        pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+        __atomic_store_n(&dds_active, 1, __ATOMIC_RELEASE);
+    } else {
+        DDS_DEBUG("DD_TRACE_ENABLED=false: ddshim is passive");
+    }
+    dds_in_shim = 0;
+    errno = saved;
+}
+
+__attribute__((destructor)) static void dds_destructor(void)
+{
+    if (!dds_active || getpid() != dds_pid)
+        return;
+    int saved = errno;
+    dds_in_shim = 1;
+    dds_writer_flush_at_exit();
+    dds_in_shim = 0;
+    errno = saved;
+}

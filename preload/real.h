@@ -1,0 +1,44 @@
+/*
+ * real.h — the real functions behind the hooks.
+ *
+ * dds_real_sym() resolves a name in the objects loaded after ddshim
+ * (dlsym(RTLD_NEXT)), and, for libraries that were dlopen()ed RTLD_LOCAL (libpq
+ * or hiredis under a Python extension), in the first already-loaded library of
+ * `fallback_libs` (dlopen(RTLD_NOLOAD)). It never allocates before dlsym is
+ * safe, never exits, and returns NULL when nothing is found (the hook then fails
+ * with ENOSYS, or passes through). Results are cached by the DDS_REAL macro in a
+ * static pointer per hook: one load on the fast path.
+ */
+#ifndef DDS_REAL_H
+#define DDS_REAL_H
+
+#include <stddef.h>
+
+/* Hooks are the only symbols the library exports (see exports.map). */
+#define DDS_EXPORT __attribute__((visibility("default")))
+
+void *dds_real_sym(const char *name);
+/* Same, also looking in the named libraries when RTLD_NEXT finds nothing.
+ * libs: NULL-terminated list of sonames, e.g. {"libpq.so.5", NULL}. */
+void *dds_real_sym_in(const char *name, const char *const *libs);
+
+/* Declare and resolve `real_<fn>` with fn's own prototype. */
+#define DDS_REAL(fn)                                                            \
+    static __typeof__(fn) *real_##fn;                                          \
+    if (__builtin_expect(real_##fn == NULL, 0))                                \
+        real_##fn = (__typeof__(fn) *)dds_real_sym(#fn)
+
+#define DDS_REAL_IN(fn, libs)                                                  \
+    static __typeof__(fn) *real_##fn;                                          \
+    if (__builtin_expect(real_##fn == NULL, 0))                                \
+        real_##fn = (__typeof__(fn) *)dds_real_sym_in(#fn, libs)
+
+/* 1 once the constructor has loaded the configuration and tracing is on for
+ * this process (not setuid, DD_TRACE_ENABLED, not a vfork child...). Hooks pass
+ * straight through while it is 0. */
+extern int dds_active;
+/* Called by hooks that are about to trace: makes sure the lazy parts (writer
+ * start, sampler) are ready. Returns 1 when tracing may go ahead. */
+int dds_ready(void);
+
+#endif

@@ -1,0 +1,163 @@
+/* Unit tests for core/span.c and core/ids.c. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "ids.h"
+#include "span.h"
+
+static dds_trace *completed[16];
+static int ncompleted;
+
+static void capture(dds_trace *t) { completed[ncompleted++] = t; }
+
+static int setup(void **state)
+{
+    (void)state;
+    ncompleted = 0;
+    dds_trace_complete_hook = capture;
+    return 0;
+}
+
+static void test_ids(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 10000; i++) {
+        uint64_t id = dds_id_span();
+        assert_true(id != 0);
+        assert_true((id >> 63) == 0);
+    }
+    uint64_t hi, lo;
+    dds_id_trace(1, &hi, &lo);
+    uint64_t now = (uint64_t)time(NULL);
+    assert_true((hi >> 32) >= now - 2 && (hi >> 32) <= now + 2);
+    assert_int_equal(hi & 0xffffffffULL, 0);
+    assert_true(lo != 0);
+    dds_id_trace(0, &hi, &lo);
+    assert_int_equal(hi, 0);
+    assert_true(lo != 0 && (lo >> 63) == 0);
+    char u[37];
+    dds_id_uuid4(u);
+    assert_int_equal(strlen(u), 36);
+    assert_int_equal(u[14], '4');
+    assert_true(u[19] == '8' || u[19] == '9' || u[19] == 'a' || u[19] == 'b');
+}
+
+static void test_trace_completes_when_last_span_finishes(void **state)
+{
+    (void)state;
+    dds_span *root = dds_span_start("a", "web", NULL, NULL);
+    dds_span *child = dds_span_start("b", "http", root, NULL);
+    assert_ptr_equal(root->trace, child->trace);
+    assert_int_equal(child->parent_id, root->span_id);
+    assert_int_equal(root->parent_id, 0);
+    dds_span_set_meta(child, "k", "v1");
+    dds_span_set_meta(child, "k", "v2");
+    assert_string_equal(dds_span_get_meta(child, "k"), "v2");
+    assert_int_equal(child->nmeta, 1);
+    dds_span_set_metric(child, "m", 3);
+    double m;
+    assert_true(dds_span_get_metric(child, "m", &m) && m == 3);
+    dds_span_set_error(child, "boom\n");
+    assert_int_equal(child->error, 1);
+    assert_string_equal(dds_span_get_meta(child, "error.message"), "boom");
+    dds_span_finish(root);
+    assert_int_equal(ncompleted, 0);
+    dds_span_finish(child);
+    assert_int_equal(ncompleted, 1);
+    dds_trace *t = completed[0];
+    assert_int_equal(t->nfinished, 2);
+    assert_int_equal(t->finished->span_id, t->root_span_id); /* the root leads the chunk */
+    assert_true(t->sampling.decided);
+    assert_int_equal(t->sampling.priority, DDS_PRIO_AUTO_KEEP);
+    dds_trace_free(t);
+}
+
+static void test_continue_remote_context(void **state)
+{
+    (void)state;
+    dds_trace_context ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.trace_id_hi = 7;
+    ctx.trace_id_lo = 42;
+    ctx.parent_id = 99;
+    ctx.has_priority = 1;
+    ctx.priority = DDS_PRIO_USER_KEEP;
+    dds_span *s = dds_span_start("srv", "web", NULL, &ctx);
+    assert_int_equal(s->trace->trace_id_lo, 42);
+    assert_int_equal(s->trace->trace_id_hi, 7);
+    assert_int_equal(s->parent_id, 99);
+    dds_span_finish(s);
+    assert_int_equal(ncompleted, 1);
+    assert_int_equal(completed[0]->sampling.priority, DDS_PRIO_USER_KEEP);
+    assert_int_equal(completed[0]->sampling.mechanism, DDS_MECH_NONE);
+    dds_trace_free(completed[0]);
+}
+
+static void test_active_stack_and_late_child(void **state)
+{
+    (void)state;
+    dds_span *srv = dds_span_start("srv", "web", NULL, NULL);
+    dds_active_push(srv);
+    assert_ptr_equal(dds_active_span(), srv);
+    dds_span_finish(srv); /* removed from the stack, chunk completes */
+    assert_null(dds_active_span());
+    assert_int_equal(ncompleted, 1);
+    dds_trace_free(completed[0]);
+
+    /* A span finished elsewhere while still on this thread's stack: the entry
+     * pins the trace, is dropped on the next look, and a child started just
+     * before that look goes to a new chunk of the same trace. */
+    dds_span *a = dds_span_start("a", "web", NULL, NULL);
+    dds_active_push(a);
+    uint64_t tid = a->trace->trace_id_lo, aid = a->span_id;
+    __atomic_store_n(&a->finished, 0, __ATOMIC_RELAXED);
+    dds_span_finish(a); /* same thread here, but exercises the same path */
+    dds_trace *t = completed[1];
+    dds_span *late = dds_span_start("late", "http", a, NULL);
+    assert_ptr_not_equal(late->trace, t);
+    assert_int_equal(late->trace->trace_id_lo, tid);
+    assert_int_equal(late->parent_id, aid);
+    dds_span_finish(late);
+    assert_int_equal(ncompleted, 3);
+    dds_trace_free(completed[1]);
+    dds_trace_free(completed[2]);
+}
+
+static void *other_thread(void *arg)
+{
+    dds_span_finish(arg);
+    return NULL;
+}
+
+static void test_finish_on_another_thread(void **state)
+{
+    (void)state;
+    dds_span *srv = dds_span_start("srv", "web", NULL, NULL);
+    dds_active_push(srv);
+    pthread_t th;
+    pthread_create(&th, NULL, other_thread, srv);
+    pthread_join(th, NULL);
+    assert_int_equal(ncompleted, 1);
+    dds_trace_free(completed[0]); /* the writer's release; our stack still pins it */
+    assert_null(dds_active_span()); /* dropped, and the memory released now */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ids),
+        cmocka_unit_test_setup(test_trace_completes_when_last_span_finishes, setup),
+        cmocka_unit_test_setup(test_continue_remote_context, setup),
+        cmocka_unit_test_setup(test_active_stack_and_late_child, setup),
+        cmocka_unit_test_setup(test_finish_on_another_thread, setup),
+    };
+    return cmocka_run_group_tests_name("span", tests, NULL, NULL);
+}
