@@ -61,14 +61,18 @@ int dds_ready(void)
 
 static void atfork_prepare(void)
 {
-    if (dds_active)
+    if (dds_active) {
+        dds_sampler_atfork_prepare();
         dds_writer_atfork_prepare();
+    }
 }
 
 static void atfork_parent(void)
 {
-    if (dds_active)
+    if (dds_active) {
         dds_writer_atfork_parent();
+        dds_sampler_atfork_parent();
+    }
 }
 
 static void atfork_child(void)
@@ -78,6 +82,7 @@ static void atfork_child(void)
     if (!dds_active)
         return;
     dds_log_reset_after_fork();
+    dds_sampler_atfork_child();
     dds_writer_atfork_child();
 }
 
