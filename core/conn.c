@@ -266,6 +266,8 @@ static void server_out_cb(void *arg, int ev, const dds_http_msg *m)
         return;
     }
     if (ev == DDS_HTTP_EV_DONE) {
+        if (c->dead)
+            return; /* the tunnel's head already finished its span */
         dds_conn_req done = q_pop(c);
         dds_span_finish(done.span);
     }
@@ -323,9 +325,10 @@ int dds_conn_send_plan(dds_conn *c, const struct iovec *app, int napp, struct io
     dds_http_scan sc;
     int r = dds_http_scan_request(buf, len, &sc);
     int planned = 0;
-    if (r == DDS_SCAN_NOT_HTTP) {
-        go_dead(c);
-    } else if (r == DDS_SCAN_COMPLETE && !sc.has_context) {
+    /* NOT_HTTP only means "nothing to inject here": the stream, fed the
+     * bytes as they go out, decides whether the connection is HTTP at all
+     * (it tolerates the stray CRLF some clients send after a body). */
+    if (r == DDS_SCAN_COMPLETE && !sc.has_context) {
         dds_span *s = client_span_new(c, NULL);
         if (s != NULL) {
             c->prepared = s;

@@ -264,7 +264,7 @@ static ssize_t traced_send(dds_conn *c, int fd, const struct iovec *iov, int n, 
                            const struct msghdr *orig, plain_send_fn plain)
 {
     struct iovec out[IOV_MAX > 1024 ? 1024 : IOV_MAX];
-    for (;;) {
+    for (int tries = 0;; tries++) {
         int planned = dds_conn_send_plan(c, iov, n, out, (int)(sizeof out / sizeof *out));
         ssize_t k;
         int e;
@@ -285,7 +285,7 @@ static ssize_t traced_send(dds_conn *c, int fd, const struct iovec *iov, int n, 
         if (r == -2) {
             /* Only injected bytes went out. A blocking caller never sees
              * EAGAIN: go on writing; a non-blocking one retries later. */
-            if (fd_blocking(fd, flags))
+            if (fd_blocking(fd, flags) && tries < 1000)
                 continue;
             errno = EAGAIN;
             return -1;
@@ -432,6 +432,13 @@ DDS_EXPORT ssize_t sendfile64(int out, int in, off64_t *off, size_t count)
 }
 
 /* ---- receiving -------------------------------------------------------- */
+
+/* glibc's fortified entry points (used by programs built with
+ * _FORTIFY_SOURCE); no public header declares them. */
+ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen);
+ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags);
+ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
+                       struct sockaddr *from, socklen_t *fl);
 
 static void received(int fd, const struct iovec *iov, int n, ssize_t r, int flags)
 {
