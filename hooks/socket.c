@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "socket.h"
 
+#include "agent_http.h"
 #include "conn.h"
 #include "config.h"
 #include "guard.h"
@@ -572,6 +573,8 @@ DDS_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
  * that would free state the parent still uses. */
 static void forget_fd(int fd, const char *why)
 {
+    if (UNLIKELY(!dds_in_shim) && UNLIKELY(dds_http_owns_fd(fd)))
+        dds_http_fd_lost(fd); /* the program closes our agent connection */
     if (LIKELY(fd_get(fd) == NULL) || getpid() != dds_pid)
         return;
     int e = errno;
@@ -623,6 +626,8 @@ DDS_EXPORT int dup3(int old, int newfd, int flags)
 
 static void forget_range(unsigned lo, unsigned hi)
 {
+    if (!dds_in_shim)
+        dds_http_fds_lost_range(lo, hi);
     if (fd_table_cap == 0)
         return;
     unsigned top = (unsigned)__atomic_load_n(&fd_high, __ATOMIC_RELAXED);

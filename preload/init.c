@@ -47,6 +47,7 @@ static void lazy_init(void)
     dds_trace_decide_hook = dds_sampler_decide;
     dds_writer_rates_hook = dds_sampler_update_rates;
     dds_trace_complete_hook = dds_writer_enqueue;
+    dds_writer_start();
     ready_ok = 1;
     dds_in_shim = was;
 }

@@ -1,0 +1,607 @@
+/* Unit tests for core/encode.c: every payload is decoded back with msgpack-c
+ * and compared field by field. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "encode.h"
+#include "span.h"
+
+#define RUNTIME_ID "0b7e1c6a-3f9d-4c2e-9a51-7d2f0c9e4b13"
+#define PID 4242
+
+static dds_trace *finished_chunk;
+static void capture(dds_trace *t) { finished_chunk = t; }
+
+static dds_kv tags[] = {
+    {(char *)"team", (char *)"core"},
+    {(char *)"region", (char *)"eu"},
+    {(char *)"env", (char *)"from-dd-tags"}, /* DD_ENV wins */
+};
+
+static dds_config cfg = {
+    .enabled = 1,
+    .service = (char *)"checkout",
+    .env = (char *)"prod",
+    .version = (char *)"1.2.3",
+    .ntags = 3,
+    .tags = tags,
+};
+
+static dds_encode_opts opts = {.cfg = &cfg, .runtime_id = RUNTIME_ID, .pid = PID};
+
+static int setup(void **state)
+{
+    (void)state;
+    dds_trace_complete_hook = capture;
+    finished_chunk = NULL;
+    return 0;
+}
+
+/* ---- decoding helpers -------------------------------------------------- */
+
+typedef struct decoded {
+    msgpack_unpacked up;
+    const msgpack_object *root;
+} decoded;
+
+static void decode(decoded *d, const msgpack_sbuffer *sb)
+{
+    size_t off = 0;
+    msgpack_unpacked_init(&d->up);
+    assert_int_equal(msgpack_unpack_next(&d->up, sb->data, sb->size, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(off, sb->size);
+    d->root = &d->up.data;
+    assert_int_equal(d->root->type, MSGPACK_OBJECT_ARRAY);
+}
+
+static const msgpack_object *get(const msgpack_object *map, const char *key)
+{
+    assert_int_equal(map->type, MSGPACK_OBJECT_MAP);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        assert_int_equal(k->type, MSGPACK_OBJECT_STR);
+        if (k->via.str.size == strlen(key) && memcmp(k->via.str.ptr, key, k->via.str.size) == 0)
+            return &map->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+static const msgpack_object *span_at(const decoded *d, uint32_t chunk, uint32_t i)
+{
+    assert_true(chunk < d->root->via.array.size);
+    const msgpack_object *c = &d->root->via.array.ptr[chunk];
+    assert_int_equal(c->type, MSGPACK_OBJECT_ARRAY);
+    assert_true(i < c->via.array.size);
+    return &c->via.array.ptr[i];
+}
+
+static void assert_str(const msgpack_object *o, const char *want)
+{
+    assert_non_null(o);
+    assert_int_equal(o->type, MSGPACK_OBJECT_STR);
+    char *got = strndup(o->via.str.ptr, o->via.str.size);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static const char *meta_of(const msgpack_object *span, const char *key, char *buf, size_t cap)
+{
+    const msgpack_object *v = get(get(span, "meta"), key);
+    if (v == NULL)
+        return NULL;
+    assert_int_equal(v->type, MSGPACK_OBJECT_STR);
+    assert_true(v->via.str.size < cap);
+    memcpy(buf, v->via.str.ptr, v->via.str.size);
+    buf[v->via.str.size] = '\0';
+    return buf;
+}
+
+static void assert_meta(const msgpack_object *span, const char *key, const char *want)
+{
+    char buf[256];
+    const char *got = meta_of(span, key, buf, sizeof buf);
+    if (want == NULL) {
+        if (got)
+            fail_msg("meta %s = \"%s\", expected none", key, got);
+        return;
+    }
+    if (got == NULL)
+        fail_msg("meta %s missing, expected \"%s\"", key, want);
+    assert_string_equal(got, want);
+}
+
+static void assert_metric(const msgpack_object *span, const char *key, double want)
+{
+    const msgpack_object *v = get(get(span, "metrics"), key);
+    if (isnan(want)) {
+        assert_null(v);
+        return;
+    }
+    if (v == NULL)
+        fail_msg("metric %s missing", key);
+    assert_int_equal(v->type, MSGPACK_OBJECT_FLOAT64);
+    assert_true(v->via.f64 == want);
+}
+
+static int utf8_ok(const char *s, size_t n) { return dds_utf8_valid_prefix(s, n) == n; }
+
+/* No bin anywhere and every str valid UTF-8, recursively. */
+static void assert_clean(const msgpack_object *o)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_BIN:
+    case MSGPACK_OBJECT_EXT:
+        fail_msg("bin/ext in the payload");
+        break;
+    case MSGPACK_OBJECT_STR:
+        assert_true(utf8_ok(o->via.str.ptr, o->via.str.size));
+        break;
+    case MSGPACK_OBJECT_ARRAY:
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            assert_clean(&o->via.array.ptr[i]);
+        break;
+    case MSGPACK_OBJECT_MAP:
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            assert_int_equal(o->via.map.ptr[i].key.type, MSGPACK_OBJECT_STR);
+            assert_clean(&o->via.map.ptr[i].key);
+            assert_clean(&o->via.map.ptr[i].val);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* The 12 keys, their wire types, on every span. */
+static void assert_span_shape(const msgpack_object *s)
+{
+    static const char *const strs[] = {"service", "name", "resource", "type"};
+    static const char *const uints[] = {"trace_id", "span_id", "parent_id"};
+    static const char *const ints[] = {"start", "duration", "error"};
+    assert_int_equal(s->type, MSGPACK_OBJECT_MAP);
+    assert_int_equal(s->via.map.size, 12);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(get(s, strs[i])->type, MSGPACK_OBJECT_STR);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(get(s, uints[i])->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+    for (int i = 0; i < 3; i++) {
+        const msgpack_object *v = get(s, ints[i]);
+        assert_true(v->type == MSGPACK_OBJECT_POSITIVE_INTEGER || v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER);
+    }
+    assert_int_equal(get(s, "meta")->type, MSGPACK_OBJECT_MAP);
+    assert_int_equal(get(s, "metrics")->type, MSGPACK_OBJECT_MAP);
+    assert_clean(s);
+}
+
+/* ---- chunks ------------------------------------------------------------- */
+
+static dds_trace *finish_root(dds_span *root)
+{
+    finished_chunk = NULL;
+    dds_span_finish(root);
+    assert_non_null(finished_chunk);
+    return finished_chunk;
+}
+
+static void set_tag(dds_trace *t, const char *k, const char *v)
+{
+    dds_trace_tag *tg = &t->ctx.tags[t->ctx.ntags++];
+    snprintf(tg->key, sizeof tg->key, "%s", k);
+    snprintf(tg->val, sizeof tg->val, "%s", v);
+}
+
+static void free_list(dds_trace *t)
+{
+    while (t) {
+        dds_trace *n = t->qnext;
+        dds_trace_free(t);
+        t = n;
+    }
+}
+
+static void test_chunk_fields_and_tags(void **state)
+{
+    (void)state;
+    dds_span *root = dds_span_start("http.server.request", "web", NULL, NULL);
+    dds_span_set_resource(root, "GET /users/?");
+    dds_span_set_meta(root, "http.method", "GET");
+    dds_span_set_meta(root, "http.status_code", "200");
+    dds_span_set_meta(root, "region", "us"); /* the span's own beats DD_TAGS */
+    dds_span_set_meta(root, "language", "rust"); /* reserved: ours wins */
+    dds_span_set_metric(root, "_sampling_priority_v1", 99); /* reserved too */
+    dds_span_set_metric(root, "http.body_bytes", 512);
+    dds_span *child = dds_span_start("postgresql.query", "sql", root, NULL);
+    dds_span_set_error(child, "relation \"x\" does not exist\n");
+    dds_span_set_metric(child, "db.row_count", 3);
+    dds_span_set_metric(child, "bad", NAN);
+    dds_span_finish(child);
+    dds_trace *t = finish_root(root);
+
+    t->trace_id_hi = 0x6553f0ab00000000ULL;
+    t->sampling = (dds_sampling){.decided = 1, .priority = 2, .mechanism = DDS_MECH_RULE,
+                                 .rule_psr = 0.5, .agent_psr = -1, .limit_psr = 0.75, .ksr = 0.5};
+    snprintf(t->ctx.origin, sizeof t->ctx.origin, "synthetics");
+    set_tag(t, "_dd.p.usr.id", "dXNlcg==");
+    set_tag(t, "_dd.p.dm", "-4"); /* a local decision replaces the extracted one */
+    snprintf(t->ctx.last_parent_id, sizeof t->ctx.last_parent_id, "00f067aa0ba902b7");
+    snprintf(t->ctx.propagation_error, sizeof t->ctx.propagation_error, "inject_max_size");
+    snprintf(t->ctx.w3c_extraction_error, sizeof t->ctx.w3c_extraction_error, "malformed_traceparent");
+
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    dds_encode_result r;
+    assert_int_equal(dds_encode_traces(&sb, t, &opts, &r), 0);
+    assert_int_equal(r.consumed, 1);
+    assert_int_equal(r.traces, 1);
+    assert_int_equal(r.spans, 2);
+    assert_int_equal(r.dropped_spans, 0);
+
+    decoded d;
+    decode(&d, &sb);
+    assert_int_equal(d.root->via.array.size, 1);
+    assert_int_equal(d.root->via.array.ptr[0].via.array.size, 2);
+    const msgpack_object *s0 = span_at(&d, 0, 0), *s1 = span_at(&d, 0, 1);
+    assert_span_shape(s0);
+    assert_span_shape(s1);
+
+    /* Fields. */
+    assert_str(get(s0, "service"), "checkout");
+    assert_str(get(s0, "name"), "http.server.request");
+    assert_str(get(s0, "resource"), "GET /users/?");
+    assert_str(get(s0, "type"), "web");
+    assert_true(get(s0, "trace_id")->via.u64 == t->trace_id_lo);
+    assert_true(get(s0, "span_id")->via.u64 == root->span_id);
+    assert_true(get(s0, "parent_id")->via.u64 == 0);
+    assert_true((int64_t)get(s0, "start")->via.u64 == root->start_ns);
+    assert_true((int64_t)get(s0, "duration")->via.u64 == root->duration_ns);
+    assert_true(get(s0, "error")->via.u64 == 0);
+    assert_str(get(s1, "service"), "checkout");
+    assert_str(get(s1, "name"), "postgresql.query");
+    assert_str(get(s1, "resource"), "postgresql.query"); /* no resource: the name */
+    assert_str(get(s1, "type"), "sql");
+    assert_true(get(s1, "trace_id")->via.u64 == t->trace_id_lo);
+    assert_true(get(s1, "parent_id")->via.u64 == root->span_id);
+    assert_true(get(s1, "span_id")->via.u64 == child->span_id);
+    assert_true(get(s1, "error")->via.u64 == 1);
+
+    /* Tags common to every span. */
+    const msgpack_object *both[2] = {s0, s1};
+    for (int i = 0; i < 2; i++) {
+        assert_meta(both[i], "language", "cpp");
+        assert_meta(both[i], "runtime-id", RUNTIME_ID);
+        assert_meta(both[i], "env", "prod");
+        assert_meta(both[i], "version", "1.2.3");
+        assert_meta(both[i], "team", "core");
+        assert_meta(both[i], "_dd.origin", "synthetics");
+        assert_metric(both[i], "process_id", PID);
+    }
+    assert_meta(s0, "region", "us");
+    assert_meta(s1, "region", "eu");
+    assert_meta(s0, "http.method", "GET");
+    assert_meta(s0, "http.status_code", "200");
+    assert_meta(s1, "error.message", "relation \"x\" does not exist");
+    assert_metric(s0, "http.body_bytes", 512);
+    assert_metric(s1, "db.row_count", 3);
+    assert_metric(s1, "bad", NAN);
+
+    /* Root only. */
+    assert_metric(s0, "_sampling_priority_v1", 2);
+    assert_metric(s0, "_dd.rule_psr", 0.5);
+    assert_metric(s0, "_dd.limit_psr", 0.75);
+    assert_metric(s0, "_dd.agent_psr", NAN);
+    assert_meta(s0, "_dd.p.dm", "-3");
+    assert_meta(s0, "_dd.p.tid", "6553f0ab00000000");
+    assert_meta(s0, "_dd.p.ksr", "0.5");
+    assert_meta(s0, "_dd.p.usr.id", "dXNlcg==");
+    assert_meta(s0, "_dd.parent_id", "00f067aa0ba902b7");
+    assert_meta(s0, "_dd.propagation_error", "inject_max_size");
+    assert_meta(s0, "_dd.w3c_extraction_error", "malformed_traceparent");
+    static const char *const root_only[] = {"_dd.p.dm", "_dd.p.tid", "_dd.p.ksr", "_dd.p.usr.id",
+                                            "_dd.parent_id", "_dd.propagation_error",
+                                            "_dd.w3c_extraction_error"};
+    for (size_t i = 0; i < sizeof root_only / sizeof *root_only; i++)
+        assert_meta(s1, root_only[i], NULL);
+    assert_metric(s1, "_sampling_priority_v1", NAN);
+    assert_metric(s1, "_dd.rule_psr", NAN);
+    /* Exactly what we expect, nothing duplicated: 16 meta on the root. */
+    assert_int_equal(get(s0, "meta")->via.map.size, 16);
+    assert_int_equal(get(s0, "metrics")->via.map.size, 5);
+    assert_int_equal(get(s1, "meta")->via.map.size, 8);
+    assert_int_equal(get(s1, "metrics")->via.map.size, 2);
+
+    msgpack_unpacked_destroy(&d.up);
+    msgpack_sbuffer_destroy(&sb);
+    dds_trace_free(t);
+}
+
+static dds_trace *one_span_chunk(void)
+{
+    return finish_root(dds_span_start("redis.command", "redis", NULL, NULL));
+}
+
+static void test_decision_maker_rules(void **state)
+{
+    (void)state;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    dds_encode_result r;
+    decoded d;
+
+    /* Dropped locally: no _dd.p.dm, not even the extracted one; no tid, no ksr. */
+    dds_trace *t = one_span_chunk();
+    t->trace_id_hi = 0;
+    t->sampling = (dds_sampling){.decided = 1, .priority = 0, .mechanism = DDS_MECH_AGENT_RATE,
+                                 .agent_psr = 0.25, .rule_psr = -1, .limit_psr = -1, .ksr = -1};
+    set_tag(t, "_dd.p.dm", "-1");
+    assert_int_equal(dds_encode_traces(&sb, t, &opts, &r), 0);
+    decode(&d, &sb);
+    const msgpack_object *s = span_at(&d, 0, 0);
+    assert_meta(s, "_dd.p.dm", NULL);
+    assert_meta(s, "_dd.p.tid", NULL);
+    assert_meta(s, "_dd.p.ksr", NULL);
+    assert_metric(s, "_sampling_priority_v1", 0);
+    assert_metric(s, "_dd.agent_psr", 0.25);
+    msgpack_unpacked_destroy(&d.up);
+    dds_trace_free(t);
+
+    /* Extracted keep: the incoming decision maker travels on. */
+    t = one_span_chunk();
+    t->sampling = (dds_sampling){.decided = 1, .priority = 2, .mechanism = DDS_MECH_NONE,
+                                 .agent_psr = -1, .rule_psr = -1, .limit_psr = -1, .ksr = -1};
+    set_tag(t, "_dd.p.dm", "-4");
+    assert_int_equal(dds_encode_traces(&sb, t, &opts, &r), 0);
+    decode(&d, &sb);
+    s = span_at(&d, 0, 0);
+    assert_meta(s, "_dd.p.dm", "-4");
+    assert_metric(s, "_sampling_priority_v1", 2);
+    msgpack_unpacked_destroy(&d.up);
+    dds_trace_free(t);
+
+    /* Default mechanism. */
+    t = one_span_chunk();
+    t->sampling = (dds_sampling){.decided = 1, .priority = 1, .mechanism = DDS_MECH_DEFAULT,
+                                 .agent_psr = 1, .rule_psr = -1, .limit_psr = -1, .ksr = -1};
+    assert_int_equal(dds_encode_traces(&sb, t, &opts, &r), 0);
+    decode(&d, &sb);
+    s = span_at(&d, 0, 0);
+    assert_meta(s, "_dd.p.dm", "-0");
+    assert_metric(s, "_dd.agent_psr", 1);
+    assert_meta(s, "_dd.origin", NULL);
+    msgpack_unpacked_destroy(&d.up);
+    dds_trace_free(t);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void test_invalid_utf8_is_repaired(void **state)
+{
+    (void)state;
+    dds_span *root = dds_span_start("http.client.request", "http", NULL, NULL);
+    dds_span_set_resource(root, "GET /caf\xc3\xa9/\xff");
+    dds_span_set_meta(root, "http.url", "http://h/\xfe\xff?q=\xc3");     /* bad bytes, cut sequence */
+    dds_span_set_meta(root, "overlong", "\xc0\xaf|\xe0\x80\x80|\xed\xa0\x80|\xf4\x90\x80\x80");
+    dds_span_set_meta(root, "ok", "\xe2\x82\xac \xf0\x9f\x98\x80");          /* € 😀 stay */
+    dds_span_set_meta_dyn(root, "key\xff", "v");
+    dds_trace *t = finish_root(root);
+
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    dds_encode_result r;
+    assert_int_equal(dds_encode_traces(&sb, t, &opts, &r), 0);
+    decoded d;
+    decode(&d, &sb);
+    const msgpack_object *s = span_at(&d, 0, 0);
+    assert_span_shape(s); /* walks everything: no bin, all valid UTF-8 */
+    assert_str(get(s, "resource"), "GET /caf\xc3\xa9/\xef\xbf\xbd");
+    assert_meta(s, "http.url", "http://h/\xef\xbf\xbd\xef\xbf\xbd?q=\xef\xbf\xbd");
+    assert_meta(s, "overlong",
+                "\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
+                "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+    assert_meta(s, "ok", "\xe2\x82\xac \xf0\x9f\x98\x80");
+    assert_meta(s, "key\xef\xbf\xbd", "v");
+    msgpack_unpacked_destroy(&d.up);
+    msgpack_sbuffer_destroy(&sb);
+    dds_trace_free(t);
+}
+
+static void test_long_values_are_capped(void **state)
+{
+    (void)state;
+    size_t big = 30000;
+    char *ascii = malloc(big + 1), *accents = malloc(big + 1);
+    memset(ascii, 'a', big);
+    ascii[big] = '\0';
+    for (size_t i = 0; i < big; i += 2)
+        accents[i] = (char)0xc3, accents[i + 1] = (char)0xa9; /* é */
+    accents[big] = '\0';
+    accents[25001] = (char)0xff; /* an invalid byte just past the cut */
+
+    dds_span *root = dds_span_start("postgresql.query", "sql", NULL, NULL);
+    dds_span_set_resource(root, ascii);
+    dds_span_set_meta(root, "long", ascii);
+    dds_span_set_meta(root, "accents", accents);
+    dds_trace *t = finish_root(root);
+
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    dds_encode_result r;
+    assert_int_equal(dds_encode_traces(&sb, t, &opts, &r), 0);
+    decoded d;
+    decode(&d, &sb);
+    const msgpack_object *s = span_at(&d, 0, 0);
+    assert_span_shape(s);
+    const msgpack_object *res = get(s, "resource"), *lng = get(get(s, "meta"), "long"),
+                         *acc = get(get(s, "meta"), "accents");
+    assert_int_equal(res->via.str.size, DDS_RESOURCE_MAX);
+    assert_memory_equal(res->via.str.ptr + DDS_RESOURCE_MAX - 3, "...", 3);
+    assert_int_equal(lng->via.str.size, DDS_META_VALUE_MAX);
+    assert_memory_equal(lng->via.str.ptr + DDS_META_VALUE_MAX - 3, "...", 3);
+    /* Cut on a character boundary: 24996 bytes of é pairs + "...". */
+    assert_true(acc->via.str.size <= DDS_META_VALUE_MAX);
+    assert_int_equal(acc->via.str.size, 24996 + 3);
+    assert_true(utf8_ok(acc->via.str.ptr, acc->via.str.size));
+    msgpack_unpacked_destroy(&d.up);
+    msgpack_sbuffer_destroy(&sb);
+    dds_trace_free(t);
+    free(ascii);
+    free(accents);
+}
+
+static dds_trace *chunk_of(int nspans, size_t meta_len)
+{
+    char *v = malloc(meta_len + 1);
+    memset(v, 'x', meta_len);
+    v[meta_len] = '\0';
+    dds_span *root = dds_span_start("root", "web", NULL, NULL);
+    for (int i = 1; i < nspans; i++) {
+        dds_span *c = dds_span_start("child", "http", root, NULL);
+        dds_span_set_meta(c, "blob", v);
+        dds_span_finish(c);
+    }
+    dds_span_set_meta(root, "blob", v);
+    free(v);
+    return finish_root(root);
+}
+
+static void test_payload_cap_leaves_the_rest(void **state)
+{
+    (void)state;
+    /* Five chunks of ~20 KB each against a 50 KB cap: 2 + 2 + 1. */
+    dds_trace *list = NULL, **tail = &list;
+    for (int i = 0; i < 5; i++) {
+        *tail = chunk_of(2, 10000);
+        tail = &(*tail)->qnext;
+    }
+    dds_encode_opts o = opts;
+    o.max_bytes = 50000;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    size_t calls = 0, total = 0;
+    size_t want[] = {2, 2, 1};
+    dds_trace *rest = list;
+    while (rest) {
+        dds_encode_result r;
+        assert_int_equal(dds_encode_traces(&sb, rest, &o, &r), 0);
+        assert_true(calls < 3);
+        assert_int_equal(r.consumed, want[calls]);
+        assert_int_equal(r.traces, want[calls]);
+        assert_int_equal(r.spans, 2 * want[calls]);
+        assert_true(sb.size <= o.max_bytes);
+        decoded d;
+        decode(&d, &sb);
+        assert_int_equal(d.root->via.array.size, r.traces);
+        for (uint32_t c = 0; c < d.root->via.array.size; c++)
+            assert_true(get(span_at(&d, c, 0), "trace_id")->via.u64 == rest->trace_id_lo ||
+                        c > 0);
+        msgpack_unpacked_destroy(&d.up);
+        for (size_t i = 0; i < r.consumed; i++)
+            rest = rest->qnext;
+        total += r.traces;
+        calls++;
+    }
+    assert_int_equal(total, 5);
+    free_list(list);
+
+    /* One chunk bigger than the cap is still sent, alone. */
+    list = chunk_of(8, 10000);
+    list->qnext = chunk_of(1, 10);
+    dds_encode_result r;
+    assert_int_equal(dds_encode_traces(&sb, list, &o, &r), 0);
+    assert_int_equal(r.consumed, 1);
+    assert_int_equal(r.traces, 1);
+    assert_true(sb.size > o.max_bytes);
+    free_list(list);
+
+    /* Nothing to send. */
+    assert_int_equal(dds_encode_traces(&sb, NULL, &o, &r), 0);
+    assert_int_equal(r.consumed + r.traces, 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void test_format_rate(void **state)
+{
+    (void)state;
+    static const struct { double v; const char *s; } cases[] = {
+        {1, "1"}, {0.1, "0.1"}, {0.5, "0.5"}, {0, "0"}, {0.123456789, "0.123457"},
+        {0.0000001, "0"}, {0.25, "0.25"}, {0.999999, "0.999999"}, {0.9999999, "1"},
+    };
+    char buf[32];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        dds_format_rate(cases[i].v, buf);
+        assert_string_equal(buf, cases[i].s);
+    }
+}
+
+/* Not a pass/fail benchmark: prints the cost per span of a realistic chunk
+ * (8 meta, 2 metrics) so regressions show in the test log; fails only if it
+ * is absurd. */
+static void test_encode_speed(void **state)
+{
+    (void)state;
+    enum { CHUNKS = 200, SPANS = 50 };
+    dds_trace *list = NULL, **tail = &list;
+    for (int c = 0; c < CHUNKS; c++) {
+        dds_span *root = dds_span_start("http.server.request", "web", NULL, NULL);
+        dds_span_set_resource(root, "GET /api/v1/users/?");
+        for (int i = 1; i < SPANS; i++) {
+            dds_span *s = dds_span_start("postgresql.query", "sql", root, NULL);
+            dds_span_set_resource(s, "SELECT id, name, email FROM users WHERE id = ? AND org = ?");
+            dds_span_set_meta(s, "db.system", "postgresql");
+            dds_span_set_meta(s, "db.name", "app");
+            dds_span_set_meta(s, "db.user", "app_rw");
+            dds_span_set_meta(s, "out.host", "db.internal.example");
+            dds_span_set_meta(s, "component", "libpq");
+            dds_span_set_meta(s, "span.kind", "client");
+            dds_span_set_meta(s, "peer.service", "app");
+            dds_span_set_meta(s, "server.address", "db.internal.example");
+            dds_span_set_metric(s, "network.destination.port", 5432);
+            dds_span_set_metric(s, "db.row_count", 1);
+            dds_span_finish(s);
+        }
+        *tail = finish_root(root);
+        tail = &(*tail)->qnext;
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    dds_encode_result r;
+    struct timespec a, b;
+    double best = 1e9;
+    for (int rep = 0; rep < 5; rep++) {
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        assert_int_equal(dds_encode_traces(&sb, list, &opts, &r), 0);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        double ns = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+        if (ns / (double)r.spans < best)
+            best = ns / (double)r.spans;
+    }
+    assert_int_equal(r.spans, CHUNKS * SPANS);
+    printf("encode: %.0f ns per span, %.0f bytes per span (%zu spans, %zu bytes)\n", best,
+           (double)sb.size / (double)r.spans, r.spans, sb.size);
+    assert_true(best < 200000); /* generous: sanitizer builds run this too */
+    msgpack_sbuffer_destroy(&sb);
+    free_list(list);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_chunk_fields_and_tags, setup),
+        cmocka_unit_test_setup(test_decision_maker_rules, setup),
+        cmocka_unit_test_setup(test_invalid_utf8_is_repaired, setup),
+        cmocka_unit_test_setup(test_long_values_are_capped, setup),
+        cmocka_unit_test_setup(test_payload_cap_leaves_the_rest, setup),
+        cmocka_unit_test(test_format_rate),
+        cmocka_unit_test_setup(test_encode_speed, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
