@@ -22,16 +22,24 @@ void *dds_real_sym(const char *name);
  * libs: NULL-terminated list of sonames, e.g. {"libpq.so.5", NULL}. */
 void *dds_real_sym_in(const char *name, const char *const *libs);
 
-/* Declare and resolve `real_<fn>` with fn's own prototype. */
+/* Declare and resolve `real_<fn>` with fn's own prototype. The cached
+ * pointer is read and written atomically (relaxed: any thread resolving it
+ * gets the same value), so concurrent first calls are well defined. */
 #define DDS_REAL(fn)                                                            \
-    static __typeof__(fn) *real_##fn;                                          \
-    if (__builtin_expect(real_##fn == NULL, 0))                                \
-        real_##fn = (__typeof__(fn) *)dds_real_sym(#fn)
+    static __typeof__(fn) *real_##fn##_cache;                                  \
+    __typeof__(fn) *real_##fn = __atomic_load_n(&real_##fn##_cache, __ATOMIC_RELAXED); \
+    if (__builtin_expect(real_##fn == NULL, 0)) {                              \
+        real_##fn = (__typeof__(fn) *)dds_real_sym(#fn);                        \
+        __atomic_store_n(&real_##fn##_cache, real_##fn, __ATOMIC_RELAXED);     \
+    }
 
 #define DDS_REAL_IN(fn, libs)                                                  \
-    static __typeof__(fn) *real_##fn;                                          \
-    if (__builtin_expect(real_##fn == NULL, 0))                                \
-        real_##fn = (__typeof__(fn) *)dds_real_sym_in(#fn, libs)
+    static __typeof__(fn) *real_##fn##_cache;                                  \
+    __typeof__(fn) *real_##fn = __atomic_load_n(&real_##fn##_cache, __ATOMIC_RELAXED); \
+    if (__builtin_expect(real_##fn == NULL, 0)) {                              \
+        real_##fn = (__typeof__(fn) *)dds_real_sym_in(#fn, libs);               \
+        __atomic_store_n(&real_##fn##_cache, real_##fn, __ATOMIC_RELAXED);     \
+    }
 
 /* 1 once the constructor has loaded the configuration and tracing is on for
  * this process (not setuid, DD_TRACE_ENABLED, not a vfork child...). Hooks pass
