@@ -1,0 +1,257 @@
+/* Unit tests for core/conn.c: HTTP tracing of one connection, driven with
+ * byte strings (no sockets): client injection and spans, server spans with
+ * extraction and the active span, pipelining, closing mid-request. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "conn.h"
+#include "span.h"
+#include "url.h"
+
+static dds_config cfg;
+static dds_trace *done[32];
+static int ndone;
+
+static void capture(dds_trace *t) { done[ndone++] = t; }
+
+static int setup(void **state)
+{
+    (void)state;
+    char *env[] = {"DD_TRACE_LOG_FILE=off", NULL};
+    dds_config_load(&cfg, env, "test_conn");
+    dds_cfg = &cfg;
+    dds_url_init(NULL);
+    dds_trace_complete_hook = capture;
+    ndone = 0;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < ndone; i++)
+        dds_trace_free(done[i]);
+    dds_config_free(&cfg);
+    return 0;
+}
+
+/* Send `req` through the conn as a kernel that takes everything; returns the
+ * bytes that went on the wire (static buffer). */
+static const char *send_all(dds_conn *c, const char *req, size_t *wire_len)
+{
+    static char wire[16384];
+    struct iovec app = {(void *)req, strlen(req)}, out[8];
+    int planned = dds_conn_send_plan(c, &app, 1, out, 8);
+    size_t n = 0;
+    if (planned > 0) {
+        for (int i = 0; i < planned; i++) {
+            memcpy(wire + n, out[i].iov_base, out[i].iov_len);
+            n += out[i].iov_len;
+        }
+    } else {
+        memcpy(wire, req, app.iov_len);
+        n = app.iov_len;
+    }
+    ssize_t r = dds_conn_send_done(c, &app, 1, planned, (ssize_t)n, 0);
+    assert_int_equal(r, (ssize_t)strlen(req)); /* the app sees its own length */
+    wire[n] = '\0';
+    *wire_len = n;
+    return wire;
+}
+
+static void recv_str(dds_conn *c, const char *s)
+{
+    struct iovec v = {(void *)s, strlen(s)};
+    dds_conn_received(c, &v, 1, v.iov_len);
+}
+
+static int count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    return n;
+}
+
+static dds_span *only_span(int i)
+{
+    assert_true(i < ndone);
+    assert_int_equal(done[i]->nfinished, 1);
+    return done[i]->finished;
+}
+
+static void test_client_injects_once_and_finishes_on_response(void **state)
+{
+    (void)state;
+    dds_conn *c = dds_conn_new(DDS_CONN_CLIENT, "10.0.0.1", 8080, getpid());
+    size_t wl;
+    const char *req = "GET /v1/users/123?api_key=SECRET&x=1 HTTP/1.1\r\nHost: api.example:8080\r\nAccept: */*\r\n\r\n";
+    const char *wire = send_all(c, req, &wl);
+    assert_int_equal(count(wire, "x-datadog-trace-id: "), 1);
+    assert_int_equal(count(wire, "traceparent: 00-"), 1);
+    assert_int_equal(count(wire, "tracestate: dd=s:1;"), 1);
+    /* The app's lines are all there, in order, and the head still ends once. */
+    assert_non_null(strstr(wire, "GET /v1/users/123?api_key=SECRET&x=1 HTTP/1.1\r\nHost: api.example:8080\r\nAccept: */*\r\n"));
+    assert_int_equal(count(wire, "\r\n\r\n"), 1);
+    assert_int_equal(ndone, 0);
+    recv_str(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno\n");
+    dds_span *s = only_span(0);
+    assert_string_equal(s->name, "http.client.request");
+    assert_string_equal(s->resource, "GET /v1/users/?");
+    assert_string_equal(dds_span_get_meta(s, "http.status_code"), "404");
+    assert_string_equal(dds_span_get_meta(s, "out.host"), "api.example");
+    const char *url = dds_span_get_meta(s, "http.url");
+    assert_null(strstr(url, "SECRET"));
+    assert_non_null(strstr(url, "http://api.example:8080/v1/users/123?"));
+    assert_int_equal(s->error, 0);
+    char id[32];
+    snprintf(id, sizeof id, "x-datadog-parent-id: %llu\r\n", (unsigned long long)s->span_id);
+    assert_non_null(strstr(wire, id));
+    dds_conn_close(c, NULL);
+}
+
+static void test_client_keepalive_and_existing_context(void **state)
+{
+    (void)state;
+    dds_conn *c = dds_conn_new(DDS_CONN_CLIENT, "127.0.0.1", 80, getpid());
+    size_t wl;
+    const char *post = "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 23\r\n\r\nGET /b HTTP/1.1\r\n\r\n\r\n\r\n";
+    const char *wire = send_all(c, post, &wl);
+    assert_int_equal(count(wire, "traceparent"), 1);
+    /* The body was not rewritten: it follows the head byte for byte. */
+    assert_non_null(strstr(wire, "\r\n\r\nGET /b HTTP/1.1\r\n\r\n\r\n\r\n"));
+    recv_str(c, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+    const char *own = "GET /c HTTP/1.1\r\nHost: h\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
+    wire = send_all(c, own, &wl);
+    assert_int_equal(wl, strlen(own)); /* nothing added to a request that has context */
+    recv_str(c, "HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n");
+    assert_int_equal(ndone, 2);
+    dds_span *a = only_span(0), *b = only_span(1);
+    assert_string_equal(a->resource, "POST /a");
+    assert_string_equal(b->resource, "GET /c");
+    assert_int_equal(b->parent_id, 0xb7ad6b7169203331ULL);
+    assert_int_equal(b->trace->trace_id_lo, 0x8448eb211c80319cULL);
+    assert_int_equal(b->error, 1);
+    dds_conn_close(c, NULL);
+}
+
+static void test_client_not_http_goes_passive(void **state)
+{
+    (void)state;
+    dds_conn *c = dds_conn_new(DDS_CONN_CLIENT, "127.0.0.1", 6379, getpid());
+    size_t wl;
+    const char *redis = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+    const char *wire = send_all(c, redis, &wl);
+    assert_memory_equal(wire, redis, strlen(redis));
+    assert_true(c->dead);
+    const char *inl = "GET / HTTP/1.1\r\n\r\n"; /* later bytes are never touched */
+    wire = send_all(c, inl, &wl);
+    assert_int_equal(wl, strlen(inl));
+    dds_conn_close(c, NULL);
+    assert_int_equal(ndone, 0);
+}
+
+static void test_client_close_before_response_is_an_error(void **state)
+{
+    (void)state;
+    dds_conn *c = dds_conn_new(DDS_CONN_CLIENT, "127.0.0.1", 80, getpid());
+    size_t wl;
+    send_all(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", &wl);
+    dds_conn_eof(c);
+    assert_int_equal(ndone, 1);
+    dds_span *s = only_span(0);
+    assert_int_equal(s->error, 1);
+    assert_non_null(strstr(dds_span_get_meta(s, "error.message"), "closed"));
+    dds_conn_close(c, NULL);
+}
+
+static void test_server_span_extracts_and_is_active(void **state)
+{
+    (void)state;
+    dds_conn *c = dds_conn_new(DDS_CONN_SERVER, "192.0.2.7", 50000, getpid());
+    recv_str(c, "GET /orders/42?token=abc HTTP/1.1\r\nHost: shop\r\nUser-Agent: t/1\r\n"
+                "x-datadog-trace-id: 1234\r\nx-datadog-parent-id: 5678\r\nx-datadog-sampling-priority: 2\r\n\r\n");
+    dds_span *active = dds_active_span();
+    assert_non_null(active);
+    assert_string_equal(active->name, "http.server.request");
+    assert_int_equal(active->parent_id, 5678);
+    assert_int_equal(active->trace->trace_id_lo, 1234);
+    /* A child started now (by any integration) belongs to the request. */
+    dds_span *child = dds_span_start("redis.command", "redis", dds_active_span(), NULL);
+    dds_span_finish(child);
+    struct iovec resp = {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 43};
+    resp.iov_len = strlen(resp.iov_base);
+    assert_int_equal(dds_conn_send_plan(c, &resp, 1, NULL, 0), 0); /* responses are never rewritten */
+    dds_conn_send_done(c, &resp, 1, 0, (ssize_t)resp.iov_len, 0);
+    assert_null(dds_active_span());
+    assert_int_equal(ndone, 1);
+    dds_trace *t = done[0];
+    assert_int_equal(t->nfinished, 2);
+    dds_span *srv = t->finished;
+    assert_string_equal(srv->name, "http.server.request");
+    assert_string_equal(srv->resource, "GET /orders/?");
+    assert_string_equal(dds_span_get_meta(srv, "http.status_code"), "200");
+    assert_string_equal(dds_span_get_meta(srv, "http.useragent"), "t/1");
+    assert_null(strstr(dds_span_get_meta(srv, "http.url"), "abc"));
+    assert_int_equal(t->sampling.priority, 2);
+    assert_int_equal(srv->next->parent_id, srv->span_id);
+    dds_conn_close(c, NULL);
+}
+
+static void test_server_pipelined_head_and_split_bytes(void **state)
+{
+    (void)state;
+    dds_conn *c = dds_conn_new(DDS_CONN_SERVER, "127.0.0.1", 1, getpid());
+    const char *reqs = "HEAD /h HTTP/1.1\r\nHost: x\r\n\r\nGET /g HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (const char *p = reqs; *p; p++) { /* one byte at a time */
+        struct iovec v = {(void *)p, 1};
+        dds_conn_received(c, &v, 1, 1);
+    }
+    const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n" /* HEAD: no body follows */
+                       "HTTP/1.1 500 Oops\r\nContent-Length: 2\r\n\r\nok";
+    struct iovec v = {(void *)resp, strlen(resp)};
+    dds_conn_send_done(c, &v, 1, 0, (ssize_t)v.iov_len, 0);
+    assert_int_equal(ndone, 2);
+    assert_string_equal(only_span(0)->resource, "HEAD /h");
+    assert_string_equal(dds_span_get_meta(only_span(0), "http.status_code"), "200");
+    assert_string_equal(only_span(1)->resource, "GET /g");
+    assert_int_equal(only_span(1)->error, 1);
+    dds_conn_close(c, NULL);
+}
+
+static void test_server_close_delimited_response(void **state)
+{
+    (void)state;
+    dds_conn *c = dds_conn_new(DDS_CONN_SERVER, "127.0.0.1", 1, getpid());
+    recv_str(c, "GET / HTTP/1.0\r\n\r\n");
+    const char *resp = "HTTP/1.0 200 OK\r\n\r\nbody until close";
+    struct iovec v = {(void *)resp, strlen(resp)};
+    dds_conn_send_done(c, &v, 1, 0, (ssize_t)v.iov_len, 0);
+    assert_int_equal(ndone, 0);
+    dds_conn_close(c, NULL); /* the close ends the body and the span */
+    assert_int_equal(ndone, 1);
+    assert_string_equal(dds_span_get_meta(only_span(0), "http.status_code"), "200");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_client_injects_once_and_finishes_on_response, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_keepalive_and_existing_context, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_not_http_goes_passive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_close_before_response_is_an_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_span_extracts_and_is_active, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_pipelined_head_and_split_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_close_delimited_response, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("conn", tests, NULL, NULL);
+}
