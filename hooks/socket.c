@@ -119,11 +119,17 @@ static dds_conn *conn_enter(int fd)
         if (c == NULL)
             return NULL;
     }
-    /* Never wait: a signal handler writing to this socket while the
-     * interrupted code holds the lock must not deadlock. */
-    if (pthread_mutex_trylock(&c->mu) != 0) {
-        c->dead = 1; /* bytes go by unparsed: the parser cannot follow any more */
-        return NULL;
+    /* Never block: a signal handler writing to this socket while the
+     * interrupted code holds the lock must not deadlock. The lock is only
+     * ever held for parsing (never across a system call), so a reader and a
+     * writer thread of one connection get it within a short spin. */
+    int tries = 0;
+    while (pthread_mutex_trylock(&c->mu) != 0) {
+        if (++tries > 2000) {
+            c->dead = 1; /* bytes go by unparsed: the parser cannot follow any more */
+            return NULL;
+        }
+        __builtin_ia32_pause();
     }
     dds_in_shim = 1;
     return c;
