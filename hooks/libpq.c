@@ -1,0 +1,1020 @@
+/*
+ * libpq.c — PostgreSQL: one postgresql.query span per statement that a program
+ * runs through libpq (psql, pgbench, psycopg2, any C service), with no change
+ * to the program.
+ *
+ * The statement functions (PQexec, PQexecParams, PQprepare, PQexecPrepared,
+ * PQdescribe*, their PQsend* forms) open a span; a synchronous call finishes it
+ * when it returns, an asynchronous one when PQgetResult hands back the NULL that
+ * ends the statement's results. Each connection keeps a FIFO of the statements
+ * whose results are still to come, so pipeline mode (results in send order,
+ * PGRES_PIPELINE_SYNC at each PQpipelineSync) and COPY (the span stays open
+ * through the data transfer until the COPY's final result) come out right. The
+ * resource is the statement obfuscated by core/sql.c; parameter values are
+ * never read. PQexecPrepared gets the text its PQprepare had on that
+ * connection.
+ *
+ * libpq calls its own exported functions through its PLT (PQexec calls
+ * PQsendQuery and PQgetResult, PQconnectPoll calls PQgetResult, ...), and those
+ * calls reach these hooks too: a per-thread depth counter makes every hook
+ * called from inside another one a pure pass-through, so each statement gets
+ * exactly one span. The connection's socket is handed to
+ * dds_socket_ignore_fd() so that hooks/socket.c never reads it as HTTP.
+ * PGconn and PGresult stay opaque: everything is read through libpq's getters,
+ * resolved like the hooks (RTLD_NEXT, else libpq.so.5 already loaded
+ * RTLD_LOCAL, as under Python).
+ */
+#define _GNU_SOURCE
+#include <postgresql/libpq-fe.h>
+
+#include "config.h"
+#include "guard.h"
+#include "log.h"
+#include "span.h"
+#include "sql.h"
+#include "hooks/socket.h"
+#include "preload/preload.h"
+#include "preload/real.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Bounds. Past the first two, a statement still gets a span, but one that
+ * ends with its PQsend* call (its results cannot be followed). */
+#define PQ_MAX_CONNS 4096     /* connections with state */
+#define PQ_MAX_OPEN 1024      /* open spans per connection (a long pipeline) */
+#define PQ_MAX_PREPARED 128   /* remembered prepared statements per connection */
+#define PQ_NAME_MAX 63        /* PostgreSQL truncates identifiers to NAMEDATALEN - 1 */
+#define PQ_TAG_MAX 255
+
+static const char *const pq_libs[] = {"libpq.so.5", NULL};
+
+/* > 0 while this thread is inside a hook: libpq's own nested calls pass. */
+static __thread int pq_depth __attribute__((tls_model("initial-exec")));
+
+/* ---- libpq's getters ---------------------------------------------------- */
+
+static struct {
+    ExecStatusType (*result_status)(const PGresult *);
+    int (*ntuples)(const PGresult *);
+    char *(*cmd_tuples)(PGresult *);
+    char *(*result_error)(const PGresult *);
+    char *(*result_field)(const PGresult *, int);
+    char *(*error_message)(const PGconn *);
+    int (*socket)(const PGconn *);
+    ConnStatusType (*status)(const PGconn *);
+    char *(*db)(const PGconn *);
+    char *(*user)(const PGconn *);
+    char *(*host)(const PGconn *);
+    char *(*port)(const PGconn *);
+    PGpipelineStatus (*pipeline_status)(const PGconn *); /* libpq >= 14; else NULL */
+} api;
+static int api_ok;
+static pthread_mutex_t api_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void integration_off(const char *why)
+{
+    static int said;
+    if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+        DDS_DEBUG("postgres integration off: %s", why);
+}
+
+static int api_ready(void)
+{
+    if (__atomic_load_n(&api_ok, __ATOMIC_ACQUIRE))
+        return 1;
+    pthread_mutex_lock(&api_mu);
+    int ok = api_ok;
+    if (!ok) {
+#define RESOLVE(field, name) api.field = (__typeof__(api.field))dds_real_sym_in(name, pq_libs)
+        RESOLVE(result_status, "PQresultStatus");
+        RESOLVE(ntuples, "PQntuples");
+        RESOLVE(cmd_tuples, "PQcmdTuples");
+        RESOLVE(result_error, "PQresultErrorMessage");
+        RESOLVE(result_field, "PQresultErrorField");
+        RESOLVE(error_message, "PQerrorMessage");
+        RESOLVE(socket, "PQsocket");
+        RESOLVE(status, "PQstatus");
+        RESOLVE(db, "PQdb");
+        RESOLVE(user, "PQuser");
+        RESOLVE(host, "PQhost");
+        RESOLVE(port, "PQport");
+        RESOLVE(pipeline_status, "PQpipelineStatus");
+#undef RESOLVE
+        if (api.result_status && api.ntuples && api.cmd_tuples && api.result_error &&
+            api.result_field && api.error_message && api.socket && api.status && api.db &&
+            api.user && api.host && api.port)
+            __atomic_store_n(&api_ok, ok = 1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&api_mu);
+    if (!ok)
+        integration_off("libpq's getters (PQresultStatus, PQdb, ...) were not found");
+    return ok;
+}
+
+/* ---- per-connection state ----------------------------------------------- */
+
+/* A statement whose results are still to come, or a pipeline sync point. */
+typedef struct pq_item {
+    struct pq_item *next;
+    dds_span *span;    /* NULL: a sync point, or a statement not traced */
+    int sync;
+    int nresults;
+    int has_rows;
+    double rows;
+    int64_t last_mono; /* when its last result came; 0: none yet */
+} pq_item;
+
+typedef struct pq_prep {
+    uint32_t hash;
+    char *name;        /* NULL: free slot */
+    char *text;        /* obfuscated */
+} pq_prep;
+
+typedef struct pq_conn {
+    struct pq_conn *next; /* hash chain */
+    const PGconn *key;
+    pid_t pid;            /* the process whose spans the items are */
+    int tags_read;
+    char *db, *user, *host;
+    double port;          /* 0: unknown */
+    pq_item *head, *tail;
+    int nopen;            /* items with a span */
+    pq_prep *preps;       /* PQ_MAX_PREPARED slots, a ring; NULL until a prepare */
+    int prep_next;
+} pq_conn;
+
+#define PQ_BUCKETS 256
+static pq_conn *buckets[PQ_BUCKETS];
+static int nconns;        /* entries in buckets (read without the lock as a hint) */
+static int npending;      /* items queued, all connections (hint for PQgetResult) */
+static pthread_mutex_t table_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void table_lock(void) { pthread_mutex_lock(&table_mu); }
+static void table_unlock(void) { pthread_mutex_unlock(&table_mu); }
+static void atfork_register(void) { pthread_atfork(table_lock, table_unlock, table_unlock); }
+
+static unsigned bucket_of(const PGconn *c)
+{
+    uintptr_t p = (uintptr_t)c;
+    return (unsigned)((p >> 4) ^ (p >> 12)) % PQ_BUCKETS;
+}
+
+static void items_drop(pq_conn *pc)
+{
+    /* A fork child's copy of its parent's open spans: the parent finishes
+     * them; here they are only forgotten (their memory is the parent's copy). */
+    for (pq_item *it = pc->head, *nx; it; it = nx) {
+        nx = it->next;
+        free(it);
+        __atomic_sub_fetch(&npending, 1, __ATOMIC_RELAXED);
+    }
+    pc->head = pc->tail = NULL;
+    pc->nopen = 0;
+}
+
+/* The state of conn, created when `create` and there is room. The caller
+ * owns the connection (libpq's rule: one thread at a time per PGconn), so the
+ * entry is used without the lock once found. */
+static pq_conn *conn_get(const PGconn *conn, int create)
+{
+    if (conn == NULL || (!create && __atomic_load_n(&nconns, __ATOMIC_RELAXED) == 0))
+        return NULL;
+    pthread_once(&atfork_once, atfork_register);
+    unsigned b = bucket_of(conn);
+    table_lock();
+    pq_conn *pc = buckets[b];
+    while (pc && pc->key != conn)
+        pc = pc->next;
+    if (pc == NULL && create && nconns < PQ_MAX_CONNS && (pc = calloc(1, sizeof *pc)) != NULL) {
+        pc->key = conn;
+        pc->pid = dds_pid;
+        pc->next = buckets[b];
+        buckets[b] = pc;
+        __atomic_add_fetch(&nconns, 1, __ATOMIC_RELAXED);
+    }
+    table_unlock();
+    if (pc && pc->pid != dds_pid) {
+        items_drop(pc);
+        pc->pid = dds_pid;
+    }
+    return pc;
+}
+
+static void prep_clear(pq_conn *pc);
+static void items_finish_all(pq_conn *pc);
+
+/* conn is going away (PQfinish) or is new (a stale entry at its address). */
+static void conn_forget(const PGconn *conn)
+{
+    if (conn == NULL || __atomic_load_n(&nconns, __ATOMIC_RELAXED) == 0)
+        return;
+    unsigned b = bucket_of(conn);
+    table_lock();
+    pq_conn **pp = &buckets[b];
+    while (*pp && (*pp)->key != conn)
+        pp = &(*pp)->next;
+    pq_conn *pc = *pp;
+    if (pc) {
+        *pp = pc->next;
+        __atomic_sub_fetch(&nconns, 1, __ATOMIC_RELAXED);
+    }
+    table_unlock();
+    if (pc == NULL)
+        return;
+    if (pc->pid == dds_pid)
+        items_finish_all(pc);
+    else
+        items_drop(pc);
+    prep_clear(pc);
+    free(pc->db);
+    free(pc->user);
+    free(pc->host);
+    free(pc);
+}
+
+/* ---- prepared statements: name -> obfuscated text ------------------------ */
+
+static uint32_t name_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; s[i] && i < PQ_NAME_MAX; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static pq_prep *prep_find(pq_conn *pc, const char *name, uint32_t h)
+{
+    if (pc == NULL || pc->preps == NULL)
+        return NULL;
+    for (int i = 0; i < PQ_MAX_PREPARED; i++) {
+        pq_prep *p = &pc->preps[i];
+        if (p->name && p->hash == h && strncmp(p->name, name, PQ_NAME_MAX) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+static void prep_put(pq_conn *pc, const char *name, const char *text)
+{
+    if (pc == NULL || name == NULL || text == NULL)
+        return;
+    if (pc->preps == NULL && (pc->preps = calloc(PQ_MAX_PREPARED, sizeof *pc->preps)) == NULL)
+        return;
+    uint32_t h = name_hash(name);
+    pq_prep *p = prep_find(pc, name, h);
+    if (p == NULL) {
+        /* The oldest entry makes room: a program that keeps preparing new
+         * names (an ORM's statement cache) stays bounded. */
+        p = &pc->preps[pc->prep_next];
+        pc->prep_next = (pc->prep_next + 1) % PQ_MAX_PREPARED;
+        free(p->name);
+        p->name = strndup(name, PQ_NAME_MAX);
+        p->hash = h;
+    }
+    free(p->text);
+    p->text = strdup(text);
+    if (p->name == NULL || p->text == NULL) {
+        free(p->name);
+        free(p->text);
+        p->name = p->text = NULL;
+    }
+}
+
+static void prep_clear(pq_conn *pc)
+{
+    if (pc->preps == NULL)
+        return;
+    for (int i = 0; i < PQ_MAX_PREPARED; i++) {
+        free(pc->preps[i].name);
+        free(pc->preps[i].text);
+    }
+    free(pc->preps);
+    pc->preps = NULL;
+    pc->prep_next = 0;
+}
+
+/* A simple query or a Parse of the unnamed statement replaces it. */
+static void prep_forget_unnamed(pq_conn *pc)
+{
+    pq_prep *p = prep_find(pc, "", name_hash(""));
+    if (p) {
+        free(p->name);
+        free(p->text);
+        p->name = p->text = NULL;
+    }
+}
+
+/* ---- spans -------------------------------------------------------------- */
+
+static int tracing(void)
+{
+    return dds_active && !dds_in_shim && pq_depth == 0 &&
+           (dds_cfg->integrations & DDS_INTEG_POSTGRES) && dds_ready() && api_ready();
+}
+
+static char *tag_dup(const char *s)
+{
+    return s && *s ? strndup(s, PQ_TAG_MAX) : NULL;
+}
+
+/* The libpq socket carries PostgreSQL, never HTTP: keep hooks/socket.c off
+ * it. Called after every connect, poll, reset and statement: a new socket can
+ * reuse the old one's number, and the call costs one table load when the fd
+ * is already ignored. */
+static void ignore_socket(PGconn *conn)
+{
+    int fd = api.socket(conn);
+    if (fd >= 0)
+        dds_socket_ignore_fd(fd);
+}
+
+static void set_conn_tags(dds_span *s, PGconn *conn, pq_conn *pc)
+{
+    const char *db, *user, *host;
+    double port;
+    if (pc && !pc->tags_read && api.status(conn) == CONNECTION_OK) {
+        pc->db = tag_dup(api.db(conn));
+        pc->user = tag_dup(api.user(conn));
+        pc->host = tag_dup(api.host(conn));
+        const char *p = api.port(conn);
+        pc->port = p && *p ? strtod(p, NULL) : 0;
+        pc->tags_read = 1;
+    }
+    if (pc && pc->tags_read) {
+        db = pc->db, user = pc->user, host = pc->host, port = pc->port;
+    } else {
+        db = api.db(conn), user = api.user(conn), host = api.host(conn);
+        const char *p = api.port(conn);
+        port = p && *p ? strtod(p, NULL) : 0;
+    }
+    if (db && *db) {
+        dds_span_set_meta_n(s, "db.name", db, strnlen(db, PQ_TAG_MAX));
+        dds_span_set_meta_n(s, "peer.service", db, strnlen(db, PQ_TAG_MAX));
+        dds_span_set_meta(s, "_dd.peer.service.source", "db.name");
+    }
+    if (user && *user)
+        dds_span_set_meta_n(s, "db.user", user, strnlen(user, PQ_TAG_MAX));
+    if (host && *host)
+        dds_span_set_meta_n(s, "out.host", host, strnlen(host, PQ_TAG_MAX));
+    if (port > 0)
+        dds_span_set_metric(s, "network.destination.port", port);
+}
+
+/* What a statement call is about: the resource comes from it. */
+enum { RES_SQL, RES_EXECUTE, RES_DESCRIBE, RES_DESCRIBE_PORTAL };
+
+typedef struct pq_call {
+    PGconn *conn;
+    pq_conn *pc;
+    dds_span *span;
+    int saved_errno;
+} pq_call;
+
+/* Before the real call: the span starts now. */
+static void call_begin(pq_call *c, PGconn *conn)
+{
+    c->saved_errno = errno;
+    dds_in_shim = 1;
+    c->conn = conn;
+    c->span = dds_span_start("postgresql.query", "sql", dds_active_span(), NULL);
+    dds_in_shim = 0;
+    pq_depth++;
+    errno = c->saved_errno;
+}
+
+static void set_resource(dds_span *s, int kind, const char *arg, pq_conn *pc, char **obfuscated)
+{
+    char buf[PQ_NAME_MAX + 32];
+    const char *name = arg ? arg : "";
+    switch (kind) {
+    case RES_SQL: {
+        char *o = dds_sql_obfuscate_dup(arg);
+        if (o && *o)
+            dds_span_set_resource(s, o);
+        if (obfuscated)
+            *obfuscated = o;
+        else
+            free(o);
+        return;
+    }
+    case RES_EXECUTE: {
+        pq_prep *p = prep_find(pc, name, name_hash(name));
+        if (p) {
+            dds_span_set_resource(s, p->text);
+            return;
+        }
+        snprintf(buf, sizeof buf, "EXECUTE %.*s", PQ_NAME_MAX, *name ? name : "<unnamed>");
+        break;
+    }
+    case RES_DESCRIBE:
+        snprintf(buf, sizeof buf, "DESCRIBE %.*s", PQ_NAME_MAX, *name ? name : "<unnamed>");
+        break;
+    default:
+        snprintf(buf, sizeof buf, "DESCRIBE PORTAL %.*s", PQ_NAME_MAX, *name ? name : "<unnamed>");
+        break;
+    }
+    dds_span_set_resource(s, buf);
+}
+
+/* After the real call: tags and resource. Returns the connection's state
+ * (created if need be). For a PQprepare/PQsendPrepare, *obfuscated receives the
+ * obfuscated text (malloc'd) to remember under the statement's name. */
+static pq_conn *call_describe(pq_call *c, const char *fn, int kind, const char *arg,
+                              char **obfuscated)
+{
+    pq_conn *pc = c->conn ? conn_get(c->conn, 1) : NULL;
+    c->pc = pc;
+    if (c->conn)
+        ignore_socket(c->conn);
+    dds_span *s = c->span;
+    if (s == NULL)
+        return pc;
+    dds_span_set_meta(s, "db.system", "postgresql");
+    dds_span_set_meta(s, "component", "libpq");
+    dds_span_set_meta(s, "span.kind", "client");
+    dds_span_set_meta(s, "libpq.function", fn);
+    dds_span_set_metric(s, "_dd.measured", 1);
+    if (c->conn)
+        set_conn_tags(s, c->conn, pc);
+    set_resource(s, kind, arg, pc, obfuscated);
+    return pc;
+}
+
+/* error.message: the first line of libpq's message, without the values it
+ * may quote (core/sql.h); error.type: the SQLSTATE. */
+static void set_error(dds_span *s, const char *msg, const PGresult *r)
+{
+    char line[512];
+    size_t n = dds_sql_error_message(msg, s->resource, line, sizeof line);
+    dds_span_set_error(s, n ? line : NULL);
+    const char *state = r ? api.result_field(r, PG_DIAG_SQLSTATE) : NULL;
+    if (state && *state)
+        dds_span_set_meta(s, "error.type", state);
+}
+
+static void item_result(pq_item *it, PGresult *r)
+{
+    it->nresults++;
+    it->last_mono = dds_now_mono_ns();
+    if (it->span == NULL)
+        return;
+    switch (api.result_status(r)) {
+    case PGRES_TUPLES_OK:
+    case PGRES_SINGLE_TUPLE:
+        it->rows += api.ntuples(r);
+        it->has_rows = 1;
+        break;
+    case PGRES_COMMAND_OK: {
+        const char *n = api.cmd_tuples(r);
+        if (n && *n) {
+            it->rows += strtod(n, NULL);
+            it->has_rows = 1;
+        }
+        break;
+    }
+    case PGRES_FATAL_ERROR:
+    case PGRES_BAD_RESPONSE:
+        set_error(it->span, api.result_error(r), r);
+        break;
+    case PGRES_PIPELINE_ABORTED:
+        set_error(it->span, "not executed: an earlier statement of the pipeline failed", NULL);
+        break;
+    default:
+        break;
+    }
+}
+
+static int is_copy(PGresult *r)
+{
+    ExecStatusType st = api.result_status(r);
+    return st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH;
+}
+
+static void item_finish(pq_item *it, int64_t end_mono)
+{
+    if (it->span == NULL)
+        return;
+    if (it->has_rows)
+        dds_span_set_metric(it->span, "db.row_count", it->rows);
+    if (end_mono)
+        dds_span_finish_at(it->span, end_mono);
+    else
+        dds_span_finish(it->span);
+    it->span = NULL;
+}
+
+static void item_push(pq_conn *pc, pq_item *tmpl)
+{
+    pq_item *it = malloc(sizeof *it);
+    if (it == NULL) {
+        item_finish(tmpl, 0);
+        return;
+    }
+    *it = *tmpl;
+    if (it->span && pc->nopen >= PQ_MAX_OPEN) {
+        /* Keep the place in the FIFO, not the span: memory stays bounded. */
+        item_finish(it, 0);
+    }
+    it->next = NULL;
+    if (it->span)
+        pc->nopen++;
+    if (pc->tail)
+        pc->tail->next = it;
+    else
+        pc->head = it;
+    pc->tail = it;
+    __atomic_add_fetch(&npending, 1, __ATOMIC_RELAXED);
+}
+
+static pq_item *item_pop(pq_conn *pc)
+{
+    pq_item *it = pc->head;
+    if (it == NULL)
+        return NULL;
+    pc->head = it->next;
+    if (pc->head == NULL)
+        pc->tail = NULL;
+    if (it->span)
+        pc->nopen--;
+    __atomic_sub_fetch(&npending, 1, __ATOMIC_RELAXED);
+    return it;
+}
+
+/* Statements still queued are over: finished at their last result. */
+static void items_finish_all(pq_conn *pc)
+{
+    pq_item *it;
+    while ((it = item_pop(pc)) != NULL) {
+        item_finish(it, it->last_mono);
+        free(it);
+    }
+}
+
+/* Outside pipeline mode a new command starts only once the previous one is
+ * done, even if the program never fetched its final NULL (PQexec drains it
+ * internally): whatever is still queued is over. */
+static void settle(pq_conn *pc, PGconn *conn)
+{
+    if (pc == NULL || pc->head == NULL)
+        return;
+    if (api.pipeline_status && api.pipeline_status(conn) != PQ_PIPELINE_OFF)
+        return;
+    items_finish_all(pc);
+}
+
+/* A synchronous statement returned r. */
+static void call_done_sync(pq_call *c, PGresult *r, int64_t end)
+{
+    pq_item it = {.span = c->span};
+    if (r == NULL) {
+        if (c->span)
+            set_error(c->span, c->conn ? api.error_message(c->conn) : "connection pointer is NULL", NULL);
+        item_finish(&it, end);
+        return;
+    }
+    settle(c->pc, c->conn);
+    item_result(&it, r);
+    if (is_copy(r) && c->pc) {
+        /* The COPY goes on: its span ends with its final result. */
+        item_push(c->pc, &it);
+        return;
+    }
+    item_finish(&it, end);
+}
+
+/* An asynchronous send returned ok. */
+static void call_done_send(pq_call *c, int ok)
+{
+    pq_item it = {.span = c->span};
+    if (!ok) {
+        if (c->span)
+            set_error(c->span, c->conn ? api.error_message(c->conn) : "connection pointer is NULL", NULL);
+        item_finish(&it, 0);
+        return;
+    }
+    if (c->pc == NULL) {
+        /* No room to follow its results: the span covers the send only. */
+        item_finish(&it, 0);
+        return;
+    }
+    settle(c->pc, c->conn);
+    item_push(c->pc, &it);
+}
+
+/* Common tail of every statement hook. */
+static void call_end(pq_call *c)
+{
+    dds_in_shim = 0;
+    errno = c->saved_errno;
+}
+
+/* A result (or the NULL that ends a statement's results) came back. */
+static void got_result(pq_conn *pc, PGresult *r)
+{
+    pq_item *it = pc->head;
+    if (r == NULL) {
+        /* Every statement yields a result before its NULL; a NULL before
+         * any is a second NULL, or a result that libpq consumed itself. */
+        if (it->sync || it->nresults == 0)
+            return;
+        item_pop(pc);
+        item_finish(it, dds_now_mono_ns());
+        free(it);
+        return;
+    }
+    if (api.result_status(r) == PGRES_PIPELINE_SYNC) {
+        pq_item *s = it;
+        while (s && !s->sync)
+            s = s->next;
+        if (s == NULL)
+            return; /* a sync we did not see sent */
+        int64_t now = dds_now_mono_ns();
+        for (;;) {
+            pq_item *x = item_pop(pc);
+            int was_sync = x->sync;
+            item_finish(x, x->last_mono ? x->last_mono : now);
+            free(x);
+            if (was_sync)
+                break;
+        }
+        return;
+    }
+    if (!it->sync)
+        item_result(it, r);
+}
+
+/* ---- the hooks ---------------------------------------------------------- */
+
+/* The real function is missing (libpq not loaded?): fail as libpq would. */
+#define MISSING(fn, failure)                                                   \
+    do {                                                                       \
+        integration_off(#fn " not found (is libpq.so.5 loaded?)");             \
+        errno = ENOSYS;                                                        \
+        return failure;                                                        \
+    } while (0)
+
+/* What a statement did to the connection's prepared statements: a prepare
+ * names its text (once it succeeded, where that is known at once); any other
+ * SQL replaces the unnamed statement. Takes text. */
+static void track_prepared(pq_conn *pc, int kind, const char *prep_name, char *text, int ok)
+{
+    if (pc && ok) {
+        if (prep_name)
+            prep_put(pc, prep_name, text);
+        else if (kind == RES_SQL)
+            prep_forget_unnamed(pc);
+    }
+    free(text);
+}
+
+/* Right after the real call. */
+static void call_returned(pq_call *c)
+{
+    pq_depth--;
+    c->saved_errno = errno;
+    dds_in_shim = 1;
+}
+
+/* Synchronous statement hook body. prep_name: the name a PQprepare gives. */
+#define SYNC_STATEMENT(fn, conn, kind, arg, prep_name, call)                   \
+    DDS_REAL_IN(fn, pq_libs);                                                  \
+    if (real_##fn == NULL)                                                     \
+        MISSING(fn, NULL);                                                     \
+    if (!tracing())                                                            \
+        return real_##fn call;                                                 \
+    pq_call c;                                                                 \
+    call_begin(&c, conn);                                                      \
+    PGresult *r = real_##fn call;                                              \
+    int64_t end = dds_now_mono_ns();                                           \
+    call_returned(&c);                                                         \
+    const char *pname = prep_name;                                             \
+    char *text = NULL;                                                         \
+    pq_conn *pc = call_describe(&c, #fn, kind, arg, pname ? &text : NULL);     \
+    track_prepared(pc, kind, pname, text,                                      \
+                   r && (!pname || api.result_status(r) == PGRES_COMMAND_OK)); \
+    call_done_sync(&c, r, end);                                                \
+    call_end(&c);                                                              \
+    return r
+
+/* Asynchronous send hook body. A PQsendPrepare's success shows only in
+ * PQgetResult: its name is remembered when the send succeeds. */
+#define SEND_STATEMENT(fn, conn, kind, arg, prep_name, call)                   \
+    DDS_REAL_IN(fn, pq_libs);                                                  \
+    if (real_##fn == NULL)                                                     \
+        MISSING(fn, 0);                                                        \
+    if (!tracing())                                                            \
+        return real_##fn call;                                                 \
+    pq_call c;                                                                 \
+    call_begin(&c, conn);                                                      \
+    int ok = real_##fn call;                                                   \
+    call_returned(&c);                                                         \
+    const char *pname = prep_name;                                             \
+    char *text = NULL;                                                         \
+    pq_conn *pc = call_describe(&c, #fn, kind, arg, pname ? &text : NULL);     \
+    track_prepared(pc, kind, pname, text, ok);                                 \
+    call_done_send(&c, ok);                                                    \
+    call_end(&c);                                                              \
+    return ok
+
+DDS_EXPORT PGresult *PQexec(PGconn *conn, const char *query)
+{
+    SYNC_STATEMENT(PQexec, conn, RES_SQL, query, NULL, (conn, query));
+}
+
+DDS_EXPORT PGresult *PQexecParams(PGconn *conn, const char *command, int nParams,
+                                  const Oid *paramTypes, const char *const *paramValues,
+                                  const int *paramLengths, const int *paramFormats,
+                                  int resultFormat)
+{
+    SYNC_STATEMENT(PQexecParams, conn, RES_SQL, command, NULL,
+                   (conn, command, nParams, paramTypes, paramValues, paramLengths,
+                    paramFormats, resultFormat));
+}
+
+DDS_EXPORT PGresult *PQprepare(PGconn *conn, const char *stmtName, const char *query,
+                               int nParams, const Oid *paramTypes)
+{
+    SYNC_STATEMENT(PQprepare, conn, RES_SQL, query, stmtName,
+                   (conn, stmtName, query, nParams, paramTypes));
+}
+
+DDS_EXPORT PGresult *PQexecPrepared(PGconn *conn, const char *stmtName, int nParams,
+                                    const char *const *paramValues, const int *paramLengths,
+                                    const int *paramFormats, int resultFormat)
+{
+    SYNC_STATEMENT(PQexecPrepared, conn, RES_EXECUTE, stmtName, NULL,
+                   (conn, stmtName, nParams, paramValues, paramLengths, paramFormats,
+                    resultFormat));
+}
+
+DDS_EXPORT PGresult *PQdescribePrepared(PGconn *conn, const char *stmt)
+{
+    SYNC_STATEMENT(PQdescribePrepared, conn, RES_DESCRIBE, stmt, NULL, (conn, stmt));
+}
+
+DDS_EXPORT PGresult *PQdescribePortal(PGconn *conn, const char *portal)
+{
+    SYNC_STATEMENT(PQdescribePortal, conn, RES_DESCRIBE_PORTAL, portal, NULL, (conn, portal));
+}
+
+DDS_EXPORT int PQsendQuery(PGconn *conn, const char *query)
+{
+    SEND_STATEMENT(PQsendQuery, conn, RES_SQL, query, NULL, (conn, query));
+}
+
+DDS_EXPORT int PQsendQueryParams(PGconn *conn, const char *command, int nParams,
+                                 const Oid *paramTypes, const char *const *paramValues,
+                                 const int *paramLengths, const int *paramFormats,
+                                 int resultFormat)
+{
+    SEND_STATEMENT(PQsendQueryParams, conn, RES_SQL, command, NULL,
+                   (conn, command, nParams, paramTypes, paramValues, paramLengths,
+                    paramFormats, resultFormat));
+}
+
+DDS_EXPORT int PQsendPrepare(PGconn *conn, const char *stmtName, const char *query,
+                             int nParams, const Oid *paramTypes)
+{
+    SEND_STATEMENT(PQsendPrepare, conn, RES_SQL, query, stmtName,
+                   (conn, stmtName, query, nParams, paramTypes));
+}
+
+DDS_EXPORT int PQsendQueryPrepared(PGconn *conn, const char *stmtName, int nParams,
+                                   const char *const *paramValues, const int *paramLengths,
+                                   const int *paramFormats, int resultFormat)
+{
+    SEND_STATEMENT(PQsendQueryPrepared, conn, RES_EXECUTE, stmtName, NULL,
+                   (conn, stmtName, nParams, paramValues, paramLengths, paramFormats,
+                    resultFormat));
+}
+
+DDS_EXPORT int PQsendDescribePrepared(PGconn *conn, const char *stmt)
+{
+    SEND_STATEMENT(PQsendDescribePrepared, conn, RES_DESCRIBE, stmt, NULL, (conn, stmt));
+}
+
+DDS_EXPORT int PQsendDescribePortal(PGconn *conn, const char *portal)
+{
+    SEND_STATEMENT(PQsendDescribePortal, conn, RES_DESCRIBE_PORTAL, portal, NULL, (conn, portal));
+}
+
+DDS_EXPORT PGresult *PQgetResult(PGconn *conn)
+{
+    DDS_REAL_IN(PQgetResult, pq_libs);
+    if (real_PQgetResult == NULL)
+        MISSING(PQgetResult, NULL);
+    if (__atomic_load_n(&npending, __ATOMIC_RELAXED) == 0 || !tracing())
+        return real_PQgetResult(conn);
+    pq_depth++;
+    PGresult *r = real_PQgetResult(conn);
+    pq_depth--;
+    int e = errno;
+    dds_in_shim = 1;
+    pq_conn *pc = conn_get(conn, 0);
+    if (pc && pc->head)
+        got_result(pc, r);
+    dds_in_shim = 0;
+    errno = e;
+    return r;
+}
+
+DDS_EXPORT int PQpipelineSync(PGconn *conn)
+{
+    DDS_REAL_IN(PQpipelineSync, pq_libs);
+    if (real_PQpipelineSync == NULL)
+        MISSING(PQpipelineSync, 0);
+    if (!tracing())
+        return real_PQpipelineSync(conn);
+    pq_depth++;
+    int ok = real_PQpipelineSync(conn);
+    pq_depth--;
+    int e = errno;
+    dds_in_shim = 1;
+    pq_conn *pc = ok == 1 ? conn_get(conn, 1) : NULL;
+    if (pc) {
+        pq_item sync = {.sync = 1};
+        item_push(pc, &sync);
+    }
+    dds_in_shim = 0;
+    errno = e;
+    return ok;
+}
+
+/* The old COPY API ends a COPY inside libpq: its span ends here. */
+DDS_EXPORT int PQendcopy(PGconn *conn)
+{
+    DDS_REAL_IN(PQendcopy, pq_libs);
+    if (real_PQendcopy == NULL)
+        MISSING(PQendcopy, 1);
+    if (!tracing())
+        return real_PQendcopy(conn);
+    pq_depth++;
+    int r = real_PQendcopy(conn);
+    pq_depth--;
+    int e = errno;
+    dds_in_shim = 1;
+    pq_conn *pc = conn_get(conn, 0);
+    if (pc && pc->head && !pc->head->sync) {
+        pq_item *it = item_pop(pc);
+        if (r != 0 && it->span)
+            set_error(it->span, api.error_message(conn), NULL);
+        item_finish(it, dds_now_mono_ns());
+        free(it);
+    }
+    dds_in_shim = 0;
+    errno = e;
+    return r;
+}
+
+/* ---- connections: socket ownership and state lifetime -------------------- */
+
+/* A connection was made or is being made: its address may be a freed one's,
+ * and its socket is PostgreSQL's. */
+static PGconn *connected(PGconn *conn, int is_new)
+{
+    if (conn == NULL)
+        return conn;
+    int e = errno;
+    dds_in_shim = 1;
+    if (is_new)
+        conn_forget(conn);
+    ignore_socket(conn);
+    dds_in_shim = 0;
+    errno = e;
+    return conn;
+}
+
+#define CONNECT_HOOK(fn, args, call)                                           \
+    DDS_EXPORT PGconn *fn args                                                 \
+    {                                                                          \
+        DDS_REAL_IN(fn, pq_libs);                                              \
+        if (real_##fn == NULL)                                                 \
+            MISSING(fn, NULL);                                                 \
+        if (!tracing())                                                        \
+            return real_##fn call;                                             \
+        pq_depth++;                                                            \
+        PGconn *conn = real_##fn call;                                         \
+        pq_depth--;                                                            \
+        return connected(conn, 1);                                             \
+    }
+
+CONNECT_HOOK(PQconnectdb, (const char *conninfo), (conninfo))
+CONNECT_HOOK(PQconnectStart, (const char *conninfo), (conninfo))
+CONNECT_HOOK(PQconnectdbParams,
+             (const char *const *keywords, const char *const *values, int expand_dbname),
+             (keywords, values, expand_dbname))
+CONNECT_HOOK(PQconnectStartParams,
+             (const char *const *keywords, const char *const *values, int expand_dbname),
+             (keywords, values, expand_dbname))
+CONNECT_HOOK(PQsetdbLogin,
+             (const char *pghost, const char *pgport, const char *pgoptions, const char *pgtty,
+              const char *dbName, const char *login, const char *pwd),
+             (pghost, pgport, pgoptions, pgtty, dbName, login, pwd))
+
+/* Trying the next host opens a new socket. */
+DDS_EXPORT PostgresPollingStatusType PQconnectPoll(PGconn *conn)
+{
+    DDS_REAL_IN(PQconnectPoll, pq_libs);
+    if (real_PQconnectPoll == NULL)
+        MISSING(PQconnectPoll, PGRES_POLLING_FAILED);
+    if (!tracing())
+        return real_PQconnectPoll(conn);
+    pq_depth++;
+    PostgresPollingStatusType r = real_PQconnectPoll(conn);
+    pq_depth--;
+    connected(conn, 0);
+    return r;
+}
+
+DDS_EXPORT PostgresPollingStatusType PQresetPoll(PGconn *conn)
+{
+    DDS_REAL_IN(PQresetPoll, pq_libs);
+    if (real_PQresetPoll == NULL)
+        MISSING(PQresetPoll, PGRES_POLLING_FAILED);
+    if (!tracing())
+        return real_PQresetPoll(conn);
+    pq_depth++;
+    PostgresPollingStatusType r = real_PQresetPoll(conn);
+    pq_depth--;
+    connected(conn, 0);
+    return r;
+}
+
+/* A reset is a new session: queued statements are over, prepared statements
+ * gone, and the host may differ. */
+static void before_reset(PGconn *conn)
+{
+    int e = errno;
+    dds_in_shim = 1;
+    pq_conn *pc = conn_get(conn, 0);
+    if (pc) {
+        items_finish_all(pc);
+        prep_clear(pc);
+        free(pc->db);
+        free(pc->user);
+        free(pc->host);
+        pc->db = pc->user = pc->host = NULL;
+        pc->port = 0;
+        pc->tags_read = 0;
+    }
+    dds_in_shim = 0;
+    errno = e;
+}
+
+DDS_EXPORT void PQreset(PGconn *conn)
+{
+    DDS_REAL_IN(PQreset, pq_libs);
+    if (real_PQreset == NULL) {
+        integration_off("PQreset not found (is libpq.so.5 loaded?)");
+        errno = ENOSYS;
+        return;
+    }
+    if (!tracing()) {
+        real_PQreset(conn);
+        return;
+    }
+    before_reset(conn);
+    pq_depth++;
+    real_PQreset(conn);
+    pq_depth--;
+    connected(conn, 0);
+}
+
+DDS_EXPORT int PQresetStart(PGconn *conn)
+{
+    DDS_REAL_IN(PQresetStart, pq_libs);
+    if (real_PQresetStart == NULL)
+        MISSING(PQresetStart, 0);
+    if (!tracing())
+        return real_PQresetStart(conn);
+    before_reset(conn);
+    pq_depth++;
+    int r = real_PQresetStart(conn);
+    pq_depth--;
+    connected(conn, 0);
+    return r;
+}
+
+DDS_EXPORT void PQfinish(PGconn *conn)
+{
+    DDS_REAL_IN(PQfinish, pq_libs);
+    if (real_PQfinish == NULL) {
+        integration_off("PQfinish not found (is libpq.so.5 loaded?)");
+        errno = ENOSYS;
+        return;
+    }
+    /* Whatever the depth or settings: no state may outlive its PGconn. */
+    if (__atomic_load_n(&nconns, __ATOMIC_RELAXED) != 0 && conn != NULL) {
+        int e = errno, was = dds_in_shim;
+        dds_in_shim = 1;
+        conn_forget(conn);
+        dds_in_shim = was;
+        errno = e;
+    }
+    real_PQfinish(conn);
+}

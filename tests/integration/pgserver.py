@@ -1,0 +1,138 @@
+"""A private PostgreSQL server for the integration tests.
+
+initdb into a temporary directory, then pg_ctl start with a unix socket in that
+directory and a private TCP port on 127.0.0.1; stopped and removed at the end
+of the session. PostgreSQL refuses to run as root, so under root (CI) the
+server runs as an unprivileged system user, created if missing.
+
+The server logs every statement it runs (log_statement=all) to a file: tests
+count the statements a program really executed by reading the lines written
+since a given offset, and compare that count with the spans the agent got.
+"""
+import glob
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import free_port
+
+PG_USER = "ddshimpg"
+SUPERUSER = "postgres"
+DBNAME = "ddshim_test"
+
+
+def _bindir():
+    for cand in ["/usr/lib/postgresql/15/bin"] + sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                                                        reverse=True):
+        if os.path.exists(os.path.join(cand, "initdb")):
+            return cand
+    try:
+        return subprocess.check_output(["pg_config", "--bindir"], text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
+
+
+# A statement as the server logs it: "LOG:  statement: ..." for the simple
+# protocol, "LOG:  execute <name>: ..." for an extended-protocol Execute. Parse
+# (PQprepare), Bind and Describe messages are not logged by log_statement.
+_STMT = re.compile(r"LOG:  (statement|execute [^:]*): ")
+
+
+class PgServer:
+    def __init__(self):
+        self.bindir = _bindir()
+        self.dir = tempfile.mkdtemp(prefix="ddshim-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.logfile = os.path.join(self.dir, "server.log")
+        self.sockdir = self.dir
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.user = SUPERUSER
+        self.dbname = DBNAME
+        self.prefix = []
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam(PG_USER)
+            except KeyError:
+                subprocess.run(["useradd", "-r", "-M", "-d", "/nonexistent", "-s",
+                                "/usr/sbin/nologin", PG_USER], check=True)
+            pw = pwd.getpwnam(PG_USER)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self.prefix = ["runuser", "-u", PG_USER, "--"]
+        os.chmod(self.dir, 0o755)
+        self._as_server([os.path.join(self.bindir, "initdb"), "-D", self.data, "--no-sync",
+                         "-A", "trust", "-U", SUPERUSER, "-E", "UTF8", "--locale=C"])
+        opts = " ".join([
+            "-c listen_addresses=127.0.0.1", "-p %d" % self.port,
+            "-c unix_socket_directories=%s" % self.sockdir,
+            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
+            "-c log_statement=all", "-c log_parameter_max_length=0",
+            "-c logging_collector=off",
+            "-c max_connections=50", "-c shared_buffers=16MB",
+        ])
+        self._as_server([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l", self.logfile,
+                         "-o", opts, "-w", "-t", "60", "start"])
+        self.psql_untraced(["-d", "postgres", "-c", "CREATE DATABASE %s" % DBNAME])
+
+    def _as_server(self, cmd):
+        r = subprocess.run(self.prefix + cmd, capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            log = open(self.logfile).read() if os.path.exists(self.logfile) else ""
+            raise RuntimeError("%s failed (%d): %s %s\n%s" % (cmd[0], r.returncode, r.stdout,
+                                                              r.stderr, log))
+        return r
+
+    # ---- how clients reach it ---------------------------------------------------
+
+    def dsn(self, tcp=False):
+        return "host=%s port=%d user=%s dbname=%s" % (self.host if tcp else self.sockdir,
+                                                       self.port, self.user, self.dbname)
+
+    def client_env(self, env, tcp=False):
+        """env plus the PG* variables that point libpq clients (psql, pgbench) here."""
+        env = dict(env)
+        for k in list(env):
+            if k.startswith("PG"):
+                del env[k]
+        env.update(PGHOST=self.host if tcp else self.sockdir, PGPORT=str(self.port),
+                   PGUSER=self.user, PGDATABASE=self.dbname)
+        return env
+
+    def psql_untraced(self, args):
+        env = self.client_env({k: v for k, v in os.environ.items()
+                               if k != "LD_PRELOAD" and not k.startswith("DD")})
+        r = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-q"] + list(args),
+                           env=env, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("psql %s failed: %s" % (args, r.stderr))
+        return r.stdout
+
+    # ---- what it ran ------------------------------------------------------------
+
+    def log_offset(self):
+        return os.path.getsize(self.logfile)
+
+    def statements_since(self, offset):
+        """The statements the server executed since offset, in order."""
+        with open(self.logfile, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", "replace")
+        return [line[m.end():] for line in text.splitlines() for m in [_STMT.search(line)] if m]
+
+    def stop(self):
+        subprocess.run(self.prefix + [os.path.join(self.bindir, "pg_ctl"), "-D", self.data,
+                                      "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg():
+    server = PgServer()
+    yield server
+    server.stop()
