@@ -54,6 +54,7 @@ static struct {
     const char *requests_path;
     const char *ready_file;
     int quiet;
+    int lenient;     /* --lenient: accept absent/nil optional fields */
     enum fault fault;
     int slow_ms;
     int group_ms;
@@ -223,8 +224,13 @@ static int check_span(const msgpack_object *s, verr *e, const char *where)
     for (uint32_t i = 0; i < s->via.map.size; i++)
         if (!is_str(&s->via.map.ptr[i].key))
             return fail(e, "%s: a key is %s, not str", where, type_name(&s->via.map.ptr[i].key));
+    /* ddshim always sends every field; with --lenient, like the Datadog
+     * Agent, only name, trace_id and span_id are required and an absent or
+     * nil optional field is accepted (other tracers omit empty ones). */
     for (size_t i = 0; i < 4; i++) {
         const msgpack_object *v = map_get(s, str_keys[i]);
+        if (opt.lenient && i != 1 && (v == NULL || v->type == MSGPACK_OBJECT_NIL))
+            continue;
         if (v == NULL)
             return fail(e, "%s: no %s", where, str_keys[i]);
         if (!is_str(v))
@@ -234,6 +240,8 @@ static int check_span(const msgpack_object *s, verr *e, const char *where)
     }
     for (size_t i = 0; i < 3; i++) {
         const msgpack_object *v = map_get(s, uint_keys[i]);
+        if (opt.lenient && i == 2 && (v == NULL || v->type == MSGPACK_OBJECT_NIL))
+            continue;
         if (v == NULL)
             return fail(e, "%s: no %s", where, uint_keys[i]);
         if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
@@ -243,17 +251,24 @@ static int check_span(const msgpack_object *s, verr *e, const char *where)
     }
     for (size_t i = 0; i < 3; i++) {
         const msgpack_object *v = map_get(s, int_keys[i]);
+        if (opt.lenient && (v == NULL || v->type == MSGPACK_OBJECT_NIL))
+            continue;
         if (v == NULL)
             return fail(e, "%s: no %s", where, int_keys[i]);
         if (!is_int(v))
             return fail(e, "%s: %s is %s, not int", where, int_keys[i], type_name(v));
     }
     const msgpack_object *meta = map_get(s, "meta"), *metrics = map_get(s, "metrics");
-    if (meta == NULL)
+    if (opt.lenient && meta && meta->type == MSGPACK_OBJECT_NIL)
+        meta = NULL;
+    if (opt.lenient && metrics && metrics->type == MSGPACK_OBJECT_NIL)
+        metrics = NULL;
+    if (meta == NULL && !opt.lenient)
         return fail(e, "%s: no meta", where);
-    if (metrics == NULL)
+    if (metrics == NULL && !opt.lenient)
         return fail(e, "%s: no metrics", where);
-    if (check_str_map(meta, "meta", e, where) || check_str_map(metrics, "metrics", e, where))
+    if ((meta && check_str_map(meta, "meta", e, where)) ||
+        (metrics && check_str_map(metrics, "metrics", e, where)))
         return -1;
     return 0;
 }
@@ -281,7 +296,14 @@ static int check_body(const msgpack_object *root, verr *e)
             else if (t != tid)
                 return fail(e, "%s: trace_id %" PRIu64 " differs from the chunk's %" PRIu64, where, t, tid);
         }
-        if (map_get(map_get(&chunk->via.array.ptr[0], "metrics"), "_sampling_priority_v1") == NULL)
+        if (opt.lenient) {
+            /* The Agent reads it from the root, else any span that has it. */
+            int found = 0;
+            for (uint32_t i = 0; i < chunk->via.array.size && !found; i++)
+                found = map_get(map_get(&chunk->via.array.ptr[i], "metrics"), "_sampling_priority_v1") != NULL;
+            if (!found)
+                return fail(e, "trace %u: no span has _sampling_priority_v1", c);
+        } else if (map_get(map_get(&chunk->via.array.ptr[0], "metrics"), "_sampling_priority_v1") == NULL)
             return fail(e, "trace %u: no _sampling_priority_v1 on its first span", c);
     }
     return 0;
@@ -319,7 +341,15 @@ static int64_t obj_i64(const msgpack_object *o)
 {
     if (o == NULL)
         return 0;
-    return o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ? o->via.i64 : (int64_t)o->via.u64;
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return o->via.i64;
+    return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)o->via.u64 : 0;
+}
+
+/* An id, or 0 when absent or nil (--lenient). */
+static uint64_t obj_u64(const msgpack_object *o)
+{
+    return (o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) ? o->via.u64 : 0;
 }
 
 static void wtrace_free(wtrace *t)
@@ -336,7 +366,7 @@ static void wtrace_free(wtrace *t)
 
 static void waterfall_add_chunk(const msgpack_object *chunk)
 {
-    uint64_t tid = map_get(&chunk->via.array.ptr[0], "trace_id")->via.u64;
+    uint64_t tid = obj_u64(map_get(&chunk->via.array.ptr[0], "trace_id"));
     pthread_mutex_lock(&g_wf_mu);
     wtrace *t = g_pending;
     while (t && t->trace_id != tid)
@@ -362,8 +392,8 @@ static void waterfall_add_chunk(const msgpack_object *chunk)
             t->cap = cap;
         }
         wspan *w = &t->spans[t->n++];
-        w->span_id = map_get(s, "span_id")->via.u64;
-        w->parent_id = map_get(s, "parent_id")->via.u64;
+        w->span_id = obj_u64(map_get(s, "span_id"));
+        w->parent_id = obj_u64(map_get(s, "parent_id"));
         w->start = obj_i64(map_get(s, "start"));
         w->duration = obj_i64(map_get(s, "duration"));
         w->error = obj_i64(map_get(s, "error")) != 0;
@@ -614,7 +644,7 @@ static json_t *obj_to_json(const msgpack_object *o)
 static json_t *map_to_json(const msgpack_object *m)
 {
     json_t *j = json_object();
-    for (uint32_t i = 0; m && i < m->via.map.size; i++) {
+    for (uint32_t i = 0; m && m->type == MSGPACK_OBJECT_MAP && i < m->via.map.size; i++) {
         const msgpack_object *k = &m->via.map.ptr[i].key;
         char *key = strndup(k->via.str.ptr, k->via.str.size);
         if (key)
@@ -639,8 +669,8 @@ static void span_json(FILE *f, const msgpack_object *s)
     json_object_set_new(j, "metrics", map_to_json(map_get(s, "metrics")));
     char *rest = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     fprintf(f, "{\"trace_id\":%" PRIu64 ",\"span_id\":%" PRIu64 ",\"parent_id\":%" PRIu64 ",%s",
-            map_get(s, "trace_id")->via.u64, map_get(s, "span_id")->via.u64,
-            map_get(s, "parent_id")->via.u64, rest ? rest + 1 : "}");
+            obj_u64(map_get(s, "trace_id")), obj_u64(map_get(s, "span_id")),
+            obj_u64(map_get(s, "parent_id")), rest ? rest + 1 : "}");
     free(rest);
     json_decref(j);
 }
@@ -970,12 +1000,14 @@ static void usage(FILE *f)
 {
     fputs("usage: ddshim-agent [--port N | --unix PATH] [--out FILE] [--requests FILE]\n"
           "                    [--quiet] [--rates JSON] [--fault MODE] [--ready-file FILE]\n"
-          "                    [--group-ms MS]\n"
+          "                    [--group-ms MS] [--lenient]\n"
           "  --port N          listen on 127.0.0.1:N (0: any free port, printed; default 8126)\n"
           "  --unix PATH       listen on a unix socket instead\n"
           "  --out FILE        append one JSON line per received trace chunk\n"
           "  --requests FILE   append one JSON line per request\n"
           "  --quiet           no waterfall on stdout\n"
+          "  --lenient         accept what the Datadog Agent accepts from any tracer (absent or\n"
+          "                    nil optional fields); default: ddshim's own strict contract\n"
           "  --rates JSON      the rate_by_service object answered (default {\"service:,env:\":1})\n"
           "  --fault MODE      500 | 413 | 429 | garbage | hang | close | slow:MS\n"
           "  --ready-file FILE write the port (or the socket path) there once listening\n"
@@ -1041,6 +1073,8 @@ int main(int argc, char **argv)
             }
         } else if (strcmp(a, "--quiet") == 0)
             opt.quiet = 1, takes = 0;
+        else if (strcmp(a, "--lenient") == 0)
+            opt.lenient = 1, takes = 0;
         else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             return 0;
