@@ -183,8 +183,6 @@ int dds_config_parse_styles(const char *s, dds_style_list *out)
             st = DDS_STYLE_B3MULTI;
         else if (len == 2 && strncasecmp(b, "b3", 2) == 0)
             st = DDS_STYLE_B3;
-        else if (len == 13 && strncasecmp(b, "b3 single header", 13) == 0)
-            st = DDS_STYLE_B3;
         else if ((len == 4 && strncasecmp(b, "none", 4) == 0) ||
                  (len == 7 && strncasecmp(b, "baggage", 7) == 0))
             continue; /* none: nothing; baggage: forwarded untouched, never injected */

@@ -349,12 +349,29 @@ static void pack_span(enc *e, const dds_trace *t, const dds_span *s, int is_root
     pack_metrics(e, t, s, is_root);
 }
 
+/* The local root first, with the trace-level tags, then the rest in the
+ * list's order, whatever order core/span.c keeps: a child that outlived the
+ * root must not take its place. No root in the chunk (cannot happen today):
+ * the first span stands in. */
 static uint32_t pack_chunk(enc *e, const dds_trace *t)
 {
     size_t off = begin32(e, 0xdd);
     uint32_t n = 0;
-    for (const dds_span *s = t->finished; s != NULL; s = s->next, n++)
-        pack_span(e, t, s, n == 0);
+    const dds_span *root = t->finished;
+    for (const dds_span *s = t->finished; s != NULL; s = s->next)
+        if (s->span_id == t->root_span_id) {
+            root = s;
+            break;
+        }
+    if (root != NULL) {
+        pack_span(e, t, root, 1);
+        n++;
+    }
+    for (const dds_span *s = t->finished; s != NULL; s = s->next)
+        if (s != root) {
+            pack_span(e, t, s, 0);
+            n++;
+        }
     end32(e, off, n);
     return n;
 }

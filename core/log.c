@@ -1,5 +1,6 @@
 /* See log.h. One write(2) per line; the fd is opened lazily with O_APPEND,
- * O_CLOEXEC, O_NOFOLLOW and mode 0600. Rate limit: at most DDS_LOG_BURST lines
+ * O_CLOEXEC, O_NOFOLLOW, O_NONBLOCK and mode 0600, and kept only if it is a
+ * regular file. Rate limit: at most DDS_LOG_BURST lines
  * per second; the file stops growing at DDS_LOG_MAX_BYTES. */
 #include "log.h"
 #include "guard.h"
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,7 +70,16 @@ static int log_get_fd(void)
         return log_fd;
     if (log_open_failed)
         return -1;
-    int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    /* Only a regular file: a FIFO planted at the path (the default one is in a
+     * shared directory) would block open() forever without O_NONBLOCK, a
+     * device would take the lines. The default file must be our own. */
+    int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+                    (log_mode == 0 && st.st_uid != geteuid()))) {
+        close(fd);
+        fd = -1;
+    }
     if (fd < 0) {
         log_open_failed = 1;
         return -1;
@@ -81,40 +92,51 @@ static int log_get_fd(void)
     return fd;
 }
 
-void dds_log(int level, const char *fmt, ...)
+/* Whether a line may be written now (rate limit, file cap); the fd or -1. */
+static int log_admit(struct timespec *ts)
 {
-    static const char *names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
-    if (level > DDS_LOG_INFO && !log_debug)
-        return;
-    int saved_errno = errno;
-    int was_in = dds_in_shim;
-    dds_in_shim = 1;
-
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long sec = (long)ts.tv_sec;
+    clock_gettime(CLOCK_REALTIME, ts);
+    long sec = (long)ts->tv_sec;
     if (__atomic_load_n(&log_window_sec, __ATOMIC_RELAXED) != sec) {
         __atomic_store_n(&log_window_sec, sec, __ATOMIC_RELAXED);
         __atomic_store_n(&log_window_count, 0, __ATOMIC_RELAXED);
     }
     if (__atomic_add_fetch(&log_window_count, 1, __ATOMIC_RELAXED) > DDS_LOG_BURST)
-        goto out;
-
+        return -1;
     int fd = log_get_fd();
     if (fd < 0)
-        goto out;
+        return -1;
     if (log_mode != 1) {
         struct stat st;
         if (fstat(fd, &st) == 0 && st.st_size > DDS_LOG_MAX_BYTES)
-            goto out;
+            return -1;
     }
+    return fd;
+}
 
-    char line[1024];
+static int log_stamp(char *buf, size_t cap, const struct timespec *ts, int level)
+{
+    static const char *names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
     struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ddshim[%d] %s: ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, (int)getpid(), names[level & 3]);
+    gmtime_r(&ts->tv_sec, &tm);
+    return snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ddshim[%d] %s: ", tm.tm_year + 1900,
+                    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts->tv_nsec / 1000000,
+                    (int)getpid(), names[level & 3]);
+}
+
+void dds_log(int level, const char *fmt, ...)
+{
+    if (level > DDS_LOG_INFO && !log_debug)
+        return;
+    int saved_errno = errno;
+    int was_in = dds_in_shim;
+    dds_in_shim = 1;
+    struct timespec ts;
+    int fd = log_admit(&ts);
+    if (fd < 0)
+        goto out;
+    char line[1024];
+    int n = log_stamp(line, sizeof line, &ts, level);
     if (n < 0)
         goto out;
     va_list ap;
@@ -132,6 +154,29 @@ void dds_log(int level, const char *fmt, ...)
     ssize_t w = write(fd, line, len);
     (void)w;
 out:
+    dds_in_shim = was_in;
+    errno = saved_errno;
+}
+
+void dds_log_long(int level, const char *prefix, const char *text)
+{
+    if (level > DDS_LOG_INFO && !log_debug)
+        return;
+    int saved_errno = errno;
+    int was_in = dds_in_shim;
+    dds_in_shim = 1;
+    struct timespec ts;
+    int fd = log_admit(&ts);
+    if (fd >= 0 && strpbrk(text, "\r\n") == NULL) {
+        char stamp[128];
+        int n = log_stamp(stamp, sizeof stamp, &ts, level);
+        if (n > 0) {
+            struct iovec v[4] = {{stamp, (size_t)n}, {(void *)prefix, strlen(prefix)},
+                                 {(void *)text, strlen(text)}, {"\n", 1}};
+            ssize_t w = writev(fd, v, 4);
+            (void)w;
+        }
+    }
     dds_in_shim = was_in;
     errno = saved_errno;
 }

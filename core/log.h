@@ -18,6 +18,9 @@ enum { DDS_LOG_ERROR = 0, DDS_LOG_WARN = 1, DDS_LOG_INFO = 2, DDS_LOG_DEBUG = 3 
 void dds_log_configure(const char *dest, int debug);
 void dds_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int dds_log_debug_enabled(void);
+/* One long line (the startup configuration): stamp, prefix, text, written
+ * with a single writev; text must hold no newline. */
+void dds_log_long(int level, const char *prefix, const char *text);
 /* Forget the open fd without closing it (after fork the child reopens lazily). */
 void dds_log_reset_after_fork(void);
 /* Path actually used (for the startup log and tests); "" when off. */

@@ -791,7 +791,12 @@ static void run_style(int style, const hdr_set *hs, dds_trace_context *c, found 
         extract_b3multi(hs, c, f, 1);
         break;
     case DDS_STYLE_B3:
+        /* "b3" is the single header for py, js 6+ and Datadog's docs, but the
+         * x-b3-* headers for cpp, Go, Java and js 5 (the release line for
+         * Node.js < 22): read the single header, else the multi headers. */
         extract_b3single(hs, c, f, 1);
+        if (!f->has_trace)
+            extract_b3multi(hs, c, f, 1);
         break;
     default:
         break;
@@ -1174,6 +1179,27 @@ static void w_b3_trace(wbuf *w, const dds_trace *t)
     w_hex16(w, t->trace_id_lo);
 }
 
+static void inject_b3multi(wbuf *w, const dds_trace *t, uint64_t span_id, int prio)
+{
+    w_line_begin(w, "x-b3-traceid");
+    w_b3_trace(w, t);
+    w_crlf(w);
+    w_line_begin(w, "x-b3-spanid");
+    w_hex16(w, span_id);
+    w_crlf(w);
+    w_line_begin(w, "x-b3-sampled");
+    w_ch(w, prio > 0 ? '1' : '0');
+    w_crlf(w);
+}
+
+static int has_style(const dds_style_list *l, int n, int style)
+{
+    for (int i = 0; i < n; i++)
+        if (l->style[i] == style)
+            return 1;
+    return 0;
+}
+
 size_t dds_propagation_inject(dds_trace *t, uint64_t span_id, const dds_config *cfg,
                               char *buf, size_t cap)
 {
@@ -1207,15 +1233,7 @@ size_t dds_propagation_inject(dds_trace *t, uint64_t span_id, const dds_config *
             inject_tracecontext(&w, t, span_id, prio, dm);
             break;
         case DDS_STYLE_B3MULTI:
-            w_line_begin(&w, "x-b3-traceid");
-            w_b3_trace(&w, t);
-            w_crlf(&w);
-            w_line_begin(&w, "x-b3-spanid");
-            w_hex16(&w, span_id);
-            w_crlf(&w);
-            w_line_begin(&w, "x-b3-sampled");
-            w_ch(&w, prio > 0 ? '1' : '0');
-            w_crlf(&w);
+            inject_b3multi(&w, t, span_id, prio);
             break;
         case DDS_STYLE_B3:
             w_line_begin(&w, "b3");
@@ -1225,6 +1243,10 @@ size_t dds_propagation_inject(dds_trace *t, uint64_t span_id, const dds_config *
             w_ch(&w, '-');
             w_ch(&w, prio > 1 ? 'd' : prio > 0 ? '1' : '0');
             w_crlf(&w);
+            /* Also the x-b3-* headers, for receivers that read "b3" as the
+             * multi-header form (see run_style); once is enough. */
+            if (!has_style(&cfg->inject, nstyles, DDS_STYLE_B3MULTI))
+                inject_b3multi(&w, t, span_id, prio);
             break;
         default:
             break;

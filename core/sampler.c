@@ -339,8 +339,26 @@ int dds_sampler_init(const dds_config *cfg)
     return rc;
 }
 
+/* A tag of the local root as core/encode.c will send it: the span's own meta,
+ * else DD_ENV / DD_VERSION for env / version, else DD_TAGS. Rules' tags and
+ * the agent's rate keys are about these, as in cpp where they are span tags. */
+static const char *root_tag(const dds_config *cfg, const dds_span *root, const char *key)
+{
+    const char *v = root ? dds_span_get_meta(root, key) : NULL;
+    if (v != NULL || cfg == NULL)
+        return v;
+    if (strcmp(key, "env") == 0 && cfg->env && cfg->env[0])
+        return cfg->env;
+    if (strcmp(key, "version") == 0 && cfg->version && cfg->version[0])
+        return cfg->version;
+    for (int i = 0; i < cfg->ntags; i++)
+        if (cfg->tags[i].key && strcmp(cfg->tags[i].key, key) == 0)
+            return cfg->tags[i].val ? cfg->tags[i].val : "";
+    return NULL;
+}
+
 static int rule_matches(const rule *r, const char *service, const char *name,
-                        const char *resource, const dds_span *root)
+                        const char *resource, const dds_config *cfg, const dds_span *root)
 {
     if (r->service && !dds_glob_match(r->service, service))
         return 0;
@@ -349,7 +367,7 @@ static int rule_matches(const rule *r, const char *service, const char *name,
     if (r->resource && !dds_glob_match(r->resource, resource))
         return 0;
     for (int i = 0; i < r->ntags; i++) {
-        const char *v = root ? dds_span_get_meta(root, r->tags[i].key) : NULL;
+        const char *v = root_tag(cfg, root, r->tags[i].key);
         if (v == NULL || !dds_glob_match(r->tags[i].glob, v))
             return 0;
     }
@@ -469,13 +487,15 @@ void dds_sampler_decide(dds_trace *t, const dds_span *root)
     }
     const dds_config *cfg = dds_cfg;
     const char *service = cfg && cfg->service ? cfg->service : "";
-    const char *env = cfg && cfg->env ? cfg->env : "";
+    const char *env = root_tag(cfg, root, "env");
+    if (env == NULL)
+        env = "";
     const char *name = root && root->name ? root->name : "";
     const char *resource = root && root->resource ? root->resource : name;
 
     for (int i = 0; i < g_nrules; i++) {
         const rule *r = &g_rules[i];
-        if (!rule_matches(r, service, name, resource, root))
+        if (!rule_matches(r, service, name, resource, cfg, root))
             continue;
         s->mechanism = DDS_MECH_RULE;
         s->rule_psr = r->rate;

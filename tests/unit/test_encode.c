@@ -383,6 +383,70 @@ static void test_decision_maker_rules(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* A child that outlives its local root (the server answered, then the call it
+ * made returned) finishes last, yet the trace-level tags belong on the local
+ * root, and the root comes first in its chunk (the agent and the local agent
+ * read the chunk's decision there). */
+static void test_local_root_first_even_when_it_finished_first(void **state)
+{
+    (void)state;
+    dds_span *root = dds_span_start("http.server.request", "web", NULL, NULL);
+    dds_span *child = dds_span_start("http.client.request", "http", root, NULL);
+    dds_span *grandchild = dds_span_start("redis.command", "redis", child, NULL);
+    finished_chunk = NULL;
+    dds_span_finish(grandchild);
+    dds_span_finish(root);
+    assert_null(finished_chunk);
+    dds_span_finish(child);
+    dds_trace *t = finished_chunk;
+    assert_non_null(t);
+    assert_int_equal(t->nfinished, 3);
+    /* Whatever order core/span.c keeps, the encoder must find the root: put
+     * it last in the list. */
+    dds_span *others[2];
+    int k = 0;
+    for (dds_span *s = t->finished; s != NULL; s = s->next)
+        if (s != root)
+            others[k++] = s;
+    assert_int_equal(k, 2);
+    t->finished = others[0];
+    others[0]->next = others[1];
+    others[1]->next = root;
+    root->next = NULL;
+    t->finished_tail = root;
+    t->trace_id_hi = 0x6553f0ab00000000ULL;
+    t->sampling = (dds_sampling){.decided = 1, .priority = 2, .mechanism = DDS_MECH_RULE,
+                                 .rule_psr = 1, .agent_psr = -1, .limit_psr = 1, .ksr = 1};
+
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    dds_encode_result r;
+    assert_int_equal(dds_encode_traces(&sb, t, &opts, &r), 0);
+    assert_int_equal(r.spans, 3);
+    decoded d;
+    decode(&d, &sb);
+    assert_int_equal(d.root->via.array.ptr[0].via.array.size, 3);
+    const msgpack_object *s0 = span_at(&d, 0, 0);
+    assert_true(get(s0, "span_id")->via.u64 == root->span_id);
+    assert_metric(s0, "_sampling_priority_v1", 2);
+    assert_meta(s0, "_dd.p.dm", "-3");
+    assert_meta(s0, "_dd.p.tid", "6553f0ab00000000");
+    /* The others follow, without the root tags. */
+    uint64_t a = get(span_at(&d, 0, 1), "span_id")->via.u64, b = get(span_at(&d, 0, 2), "span_id")->via.u64;
+    assert_true((a == child->span_id && b == grandchild->span_id) ||
+                (a == grandchild->span_id && b == child->span_id));
+    for (int i = 1; i <= 2; i++) {
+        const msgpack_object *s = span_at(&d, 0, (uint32_t)i);
+        assert_span_shape(s);
+        assert_metric(s, "_sampling_priority_v1", NAN);
+        assert_meta(s, "_dd.p.dm", NULL);
+        assert_meta(s, "_dd.p.tid", NULL);
+    }
+    msgpack_unpacked_destroy(&d.up);
+    msgpack_sbuffer_destroy(&sb);
+    dds_trace_free(t);
+}
+
 static void test_invalid_utf8_is_repaired(void **state)
 {
     (void)state;
@@ -597,6 +661,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_chunk_fields_and_tags, setup),
         cmocka_unit_test_setup(test_decision_maker_rules, setup),
+        cmocka_unit_test_setup(test_local_root_first_even_when_it_finished_first, setup),
         cmocka_unit_test_setup(test_invalid_utf8_is_repaired, setup),
         cmocka_unit_test_setup(test_long_values_are_capped, setup),
         cmocka_unit_test_setup(test_payload_cap_leaves_the_rest, setup),

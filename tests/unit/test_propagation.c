@@ -1148,9 +1148,59 @@ static void test_b3_multi(void **state)
     assert_int_equal(dds_propagation_extract(bad, 2, &c, &x), 0);
 }
 
+/* "b3" alone: dd-trace-js 5 (Node.js < 22), cpp, Go and Java read it as the
+ * x-b3-* headers, py/js 6 as the single header. ddshim writes both and reads
+ * either, so "b3" interoperates with all of them. */
+static void test_b3_both_forms(void **state)
+{
+    (void)state;
+    dds_config c = cfg1(DDS_STYLE_B3);
+    dds_trace t;
+    mktrace(&t, 0x6b03819800000000ULL, 0xabcULL, 2, DDS_MECH_RULE);
+    char buf[DDS_PROPAGATION_INJECT_MAX];
+    size_t n = dds_propagation_inject(&t, 0xdefULL, &c, buf, sizeof buf);
+    const char *want = "b3: 6b038198000000000000000000000abc-0000000000000def-d\r\n"
+                       "x-b3-traceid: 6b038198000000000000000000000abc\r\n"
+                       "x-b3-spanid: 0000000000000def\r\n"
+                       "x-b3-sampled: 1\r\n";
+    assert_string_equal(buf, want);
+    assert_int_equal(n, strlen(want));
+
+    /* What dd-trace-js 5 sends with DD_TRACE_PROPAGATION_STYLE=b3. */
+    dds_trace_context x;
+    dds_hdr js5[] = {H("x-b3-traceid", "6b038198000000000000000000000abc"),
+                     H("x-b3-spanid", "0000000000000def"), H("x-b3-sampled", "0"),
+                     H("x-b3-parentspanid", "0000000000000001")};
+    assert_int_equal(dds_propagation_extract(js5, NH(js5), &c, &x), 1);
+    assert_true(x.trace_id_hi == 0x6b03819800000000ULL && x.trace_id_lo == 0xabcULL);
+    assert_true(x.parent_id == 0xdefULL);
+    assert_int_equal(x.has_priority, 1);
+    assert_int_equal(x.priority, 0);
+    /* Both present: the single header wins. */
+    dds_hdr both[] = {H("x-b3-traceid", "0000000000000001"), H("x-b3-spanid", "0000000000000002"),
+                      H("b3", "0000000000000003-0000000000000004-1")};
+    assert_int_equal(dds_propagation_extract(both, NH(both), &c, &x), 1);
+    assert_true(x.trace_id_lo == 3 && x.parent_id == 4 && x.priority == 1);
+    /* A broken single header falls back to the multi headers. */
+    both[2] = H("b3", "zz-0000000000000004-1");
+    assert_int_equal(dds_propagation_extract(both, NH(both), &c, &x), 1);
+    assert_true(x.trace_id_lo == 1 && x.parent_id == 2 && x.has_priority == 0);
+
+    /* With b3multi also configured the x-b3-* lines are written once. */
+    int s[2] = {DDS_STYLE_B3, DDS_STYLE_B3MULTI};
+    dds_config c2 = mkcfg(2, s);
+    mktrace(&t, 0, 0xabcULL, 1, DDS_MECH_DEFAULT);
+    dds_propagation_inject(&t, 0xdefULL, &c2, buf, sizeof buf);
+    assert_string_equal(buf, "b3: 0000000000000abc-0000000000000def-1\r\n"
+                             "x-b3-traceid: 0000000000000abc\r\n"
+                             "x-b3-spanid: 0000000000000def\r\n"
+                             "x-b3-sampled: 1\r\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_b3_both_forms),
         cmocka_unit_test(test_roundtrip_every_style),
         cmocka_unit_test(test_roundtrip_all_styles_at_once),
         cmocka_unit_test(test_inject_datadog_exact),

@@ -456,6 +456,44 @@ static void test_concurrent_rates(void **state)
     pthread_join(w, NULL);
 }
 
+/* The env of the agent's rate key and the tags rules match are the root's
+ * tags as sent: its own meta, else DD_ENV / DD_VERSION, else DD_TAGS. */
+static void test_process_tags_for_rules_and_rates(void **state)
+{
+    (void)state;
+    dds_kv tags[2] = {{"env", "prod"}, {"team", "pay"}};
+    cfg.env = "";
+    cfg.version = "";
+    cfg.tags = tags;
+    cfg.ntags = 2;
+    const char *j = "{\"rate_by_service\":{\"service:web-store,env:prod\":0,"
+                    "\"service:web-store,env:qa\":1,\"service:,env:\":1}}";
+    dds_sampler_update_rates(j, strlen(j));
+    init_rules("[{\"tags\":{\"team\":\"pa?\",\"version\":\"1.*\"},\"sample_rate\":0.25}]", 0);
+    /* env from DD_TAGS: the "env:prod" key, not the default. */
+    dds_sampling s = decide(KEEP_ID, "a", NULL, NULL, NULL);
+    assert_int_equal(s.mechanism, DDS_MECH_AGENT_RATE);
+    assert_true(s.agent_psr == 0.0);
+    assert_int_equal(s.priority, DDS_PRIO_AUTO_REJECT);
+    /* DD_ENV wins over DD_TAGS; the span's own tag over both. */
+    cfg.env = "qa";
+    assert_true(decide(DROP_ID, "a", NULL, NULL, NULL).agent_psr == 1.0);
+    assert_true(decide(DROP_ID, "a", NULL, "env", "prod").agent_psr == 0.0);
+    /* Rule tags: team from DD_TAGS, version from DD_VERSION. */
+    cfg.version = "1.4";
+    s = decide(KEEP_ID, "a", NULL, NULL, NULL);
+    assert_int_equal(s.mechanism, DDS_MECH_RULE);
+    assert_true(s.rule_psr == 0.25);
+    assert_int_equal(decide(KEEP_ID, "a", NULL, "team", "ops").mechanism, DDS_MECH_AGENT_RATE);
+    cfg.version = "";
+    assert_int_equal(decide(KEEP_ID, "a", NULL, NULL, NULL).mechanism, DDS_MECH_AGENT_RATE);
+    tags[1].key = "version";
+    tags[1].val = "1.9";
+    assert_int_equal(decide(KEEP_ID, "a", NULL, "team", "pat").mechanism, DDS_MECH_RULE);
+    cfg.tags = NULL;
+    cfg.ntags = 0;
+}
+
 static void test_atfork_handlers(void **state)
 {
     (void)state;
@@ -481,6 +519,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_agent_rates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_extracted_priority_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_rates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_process_tags_for_rules_and_rates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_atfork_handlers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
