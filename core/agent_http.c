@@ -132,6 +132,8 @@ static int connect_addr(const struct sockaddr *sa, socklen_t sl, long long deadl
         socklen_t el = sizeof err;
         if (w < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
             close(fd);
+            if (err)
+                errno = err; /* the log says "Connection refused", not EINPROGRESS */
             return w < 0 ? w : DDS_HTTP_ERR_CONNECT;
         }
     }

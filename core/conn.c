@@ -5,6 +5,7 @@
 #include "url.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,11 +24,36 @@ static const char *const TYPE_WEB = "web";
 static __thread int tl_eventloop;
 static __thread dds_conn *tl_active_conn;
 
+/* Recycled states (see conn.h: their memory is never freed). */
+static pthread_mutex_t free_mu = PTHREAD_MUTEX_INITIALIZER;
+static dds_conn *free_list;
+
+void dds_conn_atfork_prepare(void)
+{
+    pthread_mutex_lock(&free_mu);
+}
+
+void dds_conn_atfork_release(void)
+{
+    pthread_mutex_unlock(&free_mu);
+}
+
 dds_conn *dds_conn_new(int role, const char *peer_ip, int peer_port, pid_t pid)
 {
-    dds_conn *c = calloc(1, sizeof *c);
-    if (c == NULL)
+    pthread_mutex_lock(&free_mu);
+    dds_conn *c = free_list;
+    if (c)
+        free_list = c->next_free;
+    pthread_mutex_unlock(&free_mu);
+    if (c == NULL && (c = calloc(1, sizeof *c)) == NULL)
         return NULL;
+    /* Everything from the mutex on starts from zero; the shared fields are
+     * set atomically (a stale reader may be looking at refs). */
+    memset(&c->mu, 0, sizeof *c - offsetof(dds_conn, mu));
+    c->next_free = NULL;
+    c->close_why = NULL;
+    __atomic_store_n(&c->passive, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->lost, 0, __ATOMIC_RELAXED);
     pthread_mutex_init(&c->mu, NULL);
     c->role = role;
     c->pid = pid;
@@ -36,6 +62,7 @@ dds_conn *dds_conn_new(int role, const char *peer_ip, int peer_port, pid_t pid)
     /* Client: we send requests and read responses; server: the reverse. */
     dds_http_stream_init(&c->out, role == DDS_CONN_SERVER);
     dds_http_stream_init(&c->in, role == DDS_CONN_CLIENT);
+    __atomic_store_n(&c->refs, 1, __ATOMIC_RELEASE); /* last: usable from here on */
     return c;
 }
 
@@ -78,7 +105,15 @@ static dds_conn_req q_pop(dds_conn *c)
 static void go_dead(dds_conn *c)
 {
     c->dead = 1;
-    dds_inject_reset(&c->inj);
+    /* A block partly on the wire must be completed, or the head it sits in
+     * would carry half a header line; one not started is simply dropped. */
+    if (c->inj.block_sent == 0)
+        dds_inject_reset(&c->inj);
+}
+
+void dds_conn_lost_sync(dds_conn *c)
+{
+    go_dead(c);
 }
 
 /* Tags shared by client and server spans, from a request line and Host. */
@@ -300,10 +335,10 @@ static size_t iov_total(const struct iovec *iov, int n)
 
 int dds_conn_send_plan(dds_conn *c, const struct iovec *app, int napp, struct iovec *out, int outcap)
 {
+    if (c->inj.active) /* even when dead: see go_dead */
+        return dds_inject_plan(&c->inj, app, napp, out, outcap);
     if (c->dead || c->role != DDS_CONN_CLIENT)
         return 0;
-    if (c->inj.active)
-        return dds_inject_plan(&c->inj, app, napp, out, outcap);
     if (c->prepared || !dds_http_stream_at_boundary(&c->out) || napp <= 0)
         return 0;
     size_t total = iov_total(app, napp);
@@ -357,6 +392,7 @@ ssize_t dds_conn_send_done(dds_conn *c, const struct iovec *app, int napp, int p
     (void)err;
     if (k < 0)
         return k;
+    c->wire_out += (uint64_t)k;
     ssize_t r = k;
     if (planned > 0) {
         r = dds_inject_account(&c->inj, iov_total(app, napp), (size_t)k);
@@ -374,6 +410,7 @@ void dds_conn_sent_opaque(dds_conn *c, size_t n)
      * Its bytes only count down the framing (a Content-Length body); if the
      * stream expected anything else, zeros are not HTTP and it stops. */
     static const char zeros[4096];
+    c->wire_out += n;
     while (n > 0 && !c->dead) {
         size_t take = n < sizeof zeros ? n : sizeof zeros;
         dds_http_stream_feed(&c->out, zeros, take, out_cb[c->role], c);
@@ -381,6 +418,29 @@ void dds_conn_sent_opaque(dds_conn *c, size_t n)
             go_dead(c);
         n -= take;
     }
+}
+
+void dds_conn_received_opaque(dds_conn *c, size_t n)
+{
+    static const char zeros[4096];
+    while (n > 0 && !c->dead) {
+        size_t take = n < sizeof zeros ? n : sizeof zeros;
+        dds_http_stream_feed(&c->in, zeros, take, in_cb[c->role], c);
+        if (dds_http_stream_dead(&c->in))
+            go_dead(c);
+        n -= take;
+    }
+}
+
+int dds_conn_wire_check_due(const dds_conn *c)
+{
+    return !c->dead && !c->inj.active && c->prepared == NULL && dds_http_stream_at_boundary(&c->out);
+}
+
+void dds_conn_check_wire(dds_conn *c, uint64_t kernel_out)
+{
+    if (kernel_out != c->wire_out && !c->inj.active)
+        go_dead(c);
 }
 
 void dds_conn_received(dds_conn *c, const struct iovec *iov, int n, size_t len)
@@ -457,5 +517,9 @@ void dds_conn_abandon(dds_conn *c)
     dds_http_stream_free(&c->out);
     dds_http_stream_free(&c->in);
     pthread_mutex_destroy(&c->mu);
-    free(c);
+    __atomic_store_n(&c->refs, 0, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&free_mu);
+    c->next_free = free_list;
+    free_list = c;
+    pthread_mutex_unlock(&free_mu);
 }

@@ -18,6 +18,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -35,6 +36,17 @@ typedef struct dds_conn_req {
 } dds_conn_req;
 
 typedef struct dds_conn {
+    /* Used by hooks/socket.c without the lock, with atomics only. The memory
+     * of a dds_conn is never given back to the allocator: dds_conn_abandon
+     * keeps it for the next dds_conn_new, so a pointer read from the fd table
+     * stays safe to look at while another thread closes the fd, and these
+     * fields keep their meaning across reuse. */
+    int refs;                    /* the fd table's reference + hooks using it; 0: free */
+    int passive;                 /* dead and nothing left to inject: pass through at once */
+    int lost;                    /* bytes went by unseen (busy, MSG_TRUNC): stop following */
+    const char *close_why;       /* why the fd stopped leading here (for the last user) */
+    struct dds_conn *next_free;
+
     pthread_mutex_t mu;
     int role;
     pid_t pid;                   /* process that created the state */
@@ -49,13 +61,24 @@ typedef struct dds_conn {
     int nq;
     int64_t req_start_mono, req_start_wall; /* server: when the current request's first byte came */
     int req_started;
+    uint64_t wire_out;           /* bytes the kernel took through ddshim (the app's and injected) */
 } dds_conn;
 
+/* A new state with refs = 1 (NULL when out of memory). */
 dds_conn *dds_conn_new(int role, const char *peer_ip, int peer_port, pid_t pid);
-/* Finish whatever is open (connection closed or handed over) and free. */
+/* Finish whatever is open (connection closed or handed over) and recycle. */
 void dds_conn_close(dds_conn *c, const char *why);
 /* Forget without finishing (a fork child's copy of its parent's state). */
 void dds_conn_abandon(dds_conn *c);
+/* fork(): the recycling list's lock is taken before and released after, in
+ * both processes (called from preload/init.c's handlers). */
+void dds_conn_atfork_prepare(void);
+void dds_conn_atfork_release(void);
+
+/* The bytes can no longer be followed (some went by unseen): passive from
+ * now on, except that a header block already partly sent is completed, so
+ * the request head it sits in stays well-formed. */
+void dds_conn_lost_sync(dds_conn *c);
 
 /* Outgoing bytes. Call send_plan before the real write: it fills out[] with
  * what to hand to the kernel (the app's iovecs, or those plus injected
@@ -67,7 +90,19 @@ int dds_conn_send_plan(dds_conn *c, const struct iovec *app, int napp, struct io
 ssize_t dds_conn_send_done(dds_conn *c, const struct iovec *app, int napp, int planned, ssize_t k, int err);
 /* Body bytes sent without passing through user space (sendfile). */
 void dds_conn_sent_opaque(dds_conn *c, size_t n);
+/* 1 when the next byte sent would start a message (a client's request, a
+ * server's response): the moment to check that the kernel got nothing behind
+ * ddshim's back (stdio's internal writes, sendmmsg, io_uring...). Given the
+ * kernel's count of bytes written to the socket, dds_conn_check_wire turns
+ * the connection passive if it differs from wire_out: ddshim no longer knows
+ * where messages start, and injecting into what might be a body would
+ * corrupt it (a response would be matched to the wrong request). */
+int dds_conn_wire_check_due(const dds_conn *c);
+void dds_conn_check_wire(dds_conn *c, uint64_t kernel_out);
 
+/* Incoming bytes the program never saw in user space (splice from the
+ * socket): they only count down the framing, like dds_conn_sent_opaque. */
+void dds_conn_received_opaque(dds_conn *c, size_t n);
 /* Incoming bytes (already in the app's buffers), end of stream, an error. */
 void dds_conn_received(dds_conn *c, const struct iovec *iov, int n, size_t len);
 void dds_conn_eof(dds_conn *c);

@@ -18,6 +18,13 @@ typedef struct enc {
     const dds_encode_opts *o;
     const char *reserved[RESERVED_MAX];
     int nreserved;
+    uint64_t rfirst; /* bit (c & 63) set for the first byte c of each reserved key */
+    /* What every span of the payload starts the same way, encoded once per
+     * call (see prebuild): the map header, service and the "name" key; the
+     * language and runtime-id meta (pre_nmeta entries); the process_id metric. */
+    msgpack_sbuffer pre;
+    size_t pre_head, pre_meta, pre_metrics; /* ends of the three parts in pre */
+    uint32_t pre_nmeta;
 } enc;
 
 static int enc_write(void *data, const char *buf, size_t len)
@@ -28,6 +35,110 @@ static int enc_write(void *data, const char *buf, size_t len)
         return -1;
     }
     return 0;
+}
+
+/* ---- direct writes ------------------------------------------------------
+ * The common items (strings, fixed-width ints, doubles, headers) go straight
+ * into the buffer: one capacity check per item instead of a packer callback
+ * per fragment, which was most of the encoder's time. The packer (same
+ * buffer, same bytes) remains for the rare paths. */
+
+/* Room for n more bytes at the end of the buffer, or NULL (out of memory). */
+static char *reserve(enc *e, size_t n)
+{
+    msgpack_sbuffer *sb = e->sb;
+    if (e->oom)
+        return NULL;
+    if (sb->alloc - sb->size < n) {
+        size_t a = sb->alloc ? sb->alloc : MSGPACK_SBUFFER_INIT_SIZE;
+        while (a - sb->size < n) {
+            if (a > SIZE_MAX / 2) {
+                e->oom = 1;
+                return NULL;
+            }
+            a *= 2;
+        }
+        char *p = realloc(sb->data, a);
+        if (p == NULL) {
+            e->oom = 1;
+            return NULL;
+        }
+        sb->data = p;
+        sb->alloc = a;
+    }
+    return sb->data + sb->size;
+}
+
+static void put_be(char *p, uint64_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--, v >>= 8)
+        p[i] = (char)(v & 0xff);
+}
+
+static void put_raw(enc *e, const char *b, size_t n)
+{
+    char *p = reserve(e, n);
+    if (p == NULL)
+        return;
+    memcpy(p, b, n);
+    e->sb->size += n;
+}
+
+/* A str (header and body), as msgpack_pack_str + msgpack_pack_str_body. */
+static void put_str(enc *e, const char *s, size_t len)
+{
+    char *p = reserve(e, len + 5);
+    if (p == NULL)
+        return;
+    size_t h;
+    if (len < 32) {
+        p[0] = (char)(0xa0 | len);
+        h = 1;
+    } else if (len < 256) {
+        p[0] = (char)0xd9;
+        put_be(p + 1, len, 1);
+        h = 2;
+    } else if (len < 65536) {
+        p[0] = (char)0xda;
+        put_be(p + 1, len, 2);
+        h = 3;
+    } else {
+        p[0] = (char)0xdb;
+        put_be(p + 1, len, 4);
+        h = 5;
+    }
+    memcpy(p + h, s, len);
+    e->sb->size += h + len;
+}
+
+#define PUT_KEY(e, lit) put_str((e), (lit), sizeof(lit) - 1)
+
+/* uint64 (0xcf) / int64 (0xd3) / float64 (0xcb): a tag and 8 bytes. */
+static void put_fix64(enc *e, unsigned char tag, uint64_t v)
+{
+    char *p = reserve(e, 9);
+    if (p == NULL)
+        return;
+    p[0] = (char)tag;
+    v = __builtin_bswap64(v); /* big-endian (x86-64 and arm64 are little-endian) */
+    memcpy(p + 1, &v, sizeof v);
+    e->sb->size += 9;
+}
+
+static void put_double(enc *e, double d)
+{
+    uint64_t v;
+    memcpy(&v, &d, sizeof v);
+    put_fix64(e, 0xcb, v);
+}
+
+static void put_byte(enc *e, unsigned char c)
+{
+    char *p = reserve(e, 1);
+    if (p == NULL)
+        return;
+    p[0] = (char)c;
+    e->sb->size++;
 }
 
 /* ---- UTF-8 ------------------------------------------------------------- */
@@ -110,6 +221,26 @@ static size_t utf8_repair(enc *e, const char *s, size_t len, size_t limit, int e
     return out;
 }
 
+static int all_ascii(const char *s, size_t len)
+{
+    size_t i = 0;
+    uint64_t w = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, sizeof x);
+        w |= x;
+    }
+    if (len - i >= 4) {
+        uint32_t x;
+        memcpy(&x, s + i, sizeof x);
+        w |= x;
+        i += 4;
+    }
+    for (; i < len; i++)
+        w |= (unsigned char)s[i];
+    return !(w & 0x8080808080808080ULL);
+}
+
 /* A str of at most cap bytes, valid UTF-8. The common case (valid, short
  * enough) is one scan and one copy. */
 static void pack_str_cap(enc *e, const char *s, size_t len, size_t cap)
@@ -118,9 +249,8 @@ static void pack_str_cap(enc *e, const char *s, size_t len, size_t cap)
         s = "";
         len = 0;
     }
-    if (len <= cap && dds_utf8_valid_prefix(s, len) == len) {
-        msgpack_pack_str(&e->pk, len);
-        msgpack_pack_str_body(&e->pk, s, len);
+    if (len <= cap && (all_ascii(s, len) || dds_utf8_valid_prefix(s, len) == len)) {
+        put_str(e, s, len);
         return;
     }
     int all;
@@ -154,8 +284,12 @@ static void pack_kv(enc *e, const char *k, const char *v)
 static size_t begin32(enc *e, unsigned char tag)
 {
     size_t off = e->sb->size;
-    char h[5] = {(char)tag, 0, 0, 0, 0};
-    enc_write(e, h, sizeof h);
+    char *p = reserve(e, 5);
+    if (p == NULL)
+        return off;
+    p[0] = (char)tag;
+    memset(p + 1, 0, 4);
+    e->sb->size += 5;
     return off;
 }
 
@@ -172,10 +306,28 @@ static void end32(enc *e, size_t off, uint32_t n)
 
 /* ---- spans -------------------------------------------------------------- */
 
+/* The reserved keys of the item being packed. Most keys start with a byte
+ * no reserved key starts with: one bit test, no strcmp. */
+static void reserved_reset(enc *e)
+{
+    e->nreserved = 0;
+    e->rfirst = 0;
+}
+
+static void reserved_add(enc *e, const char *key)
+{
+    if (e->nreserved == RESERVED_MAX)
+        return;
+    e->reserved[e->nreserved++] = key;
+    e->rfirst |= 1ULL << ((unsigned char)key[0] & 63);
+}
+
 static int reserved_has(const enc *e, const char *key)
 {
+    if (!(e->rfirst & (1ULL << ((unsigned char)key[0] & 63))))
+        return 0;
     for (int i = 0; i < e->nreserved; i++)
-        if (strcmp(e->reserved[i], key) == 0)
+        if (e->reserved[i][0] == key[0] && strcmp(e->reserved[i], key) == 0)
             return 1;
     return 0;
 }
@@ -185,7 +337,7 @@ static int put_reserved(enc *e, const char *key, const char *val)
 {
     if (reserved_has(e, key) || e->nreserved == RESERVED_MAX)
         return 0;
-    e->reserved[e->nreserved++] = key;
+    reserved_add(e, key);
     pack_kv(e, key, val);
     return 1;
 }
@@ -193,9 +345,33 @@ static int put_reserved(enc *e, const char *key, const char *val)
 static int span_has_meta(const dds_span *s, const char *key)
 {
     for (int i = 0; i < s->nmeta; i++)
-        if (strcmp(s->meta[i].key, key) == 0)
+        if (s->meta[i].key[0] == key[0] && strcmp(s->meta[i].key, key) == 0)
             return 1;
     return 0;
+}
+
+/* "-<n>" for a decision maker, without snprintf. */
+static void format_dm(int mech, char buf[16])
+{
+    char d[12];
+    int n = 0;
+    unsigned v = (unsigned)mech;
+    do
+        d[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0 && n < (int)sizeof d);
+    buf[0] = '-';
+    for (int i = 0; i < n; i++)
+        buf[1 + i] = d[n - 1 - i];
+    buf[1 + n] = '\0';
+}
+
+/* 16 lowercase hex digits, as "%016" PRIx64. */
+static void format_hex16(uint64_t v, char buf[17])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        buf[i] = hex[v & 15];
+    buf[16] = '\0';
 }
 
 /* The tags of the chunk root only: the trace-level decision and context. */
@@ -205,16 +381,15 @@ static uint32_t pack_root_meta(enc *e, const dds_trace *t)
     const dds_sampling *sm = &t->sampling;
     char buf[32];
     if (sm->priority > 0 && sm->mechanism >= 0) {
-        snprintf(buf, sizeof buf, "-%d", sm->mechanism);
+        format_dm(sm->mechanism, buf);
         n += put_reserved(e, "_dd.p.dm", buf);
     } else if (sm->priority <= 0) {
         /* A dropped trace carries no decision maker (as dd-trace-cpp); reserving
          * the key keeps an extracted one out too. */
-        if (e->nreserved < RESERVED_MAX)
-            e->reserved[e->nreserved++] = "_dd.p.dm";
+        reserved_add(e, "_dd.p.dm");
     }
     if (t->trace_id_hi != 0) {
-        snprintf(buf, sizeof buf, "%016" PRIx64, t->trace_id_hi);
+        format_hex16(t->trace_id_hi, buf);
         n += put_reserved(e, "_dd.p.tid", buf);
     }
     if (sm->ksr >= 0) {
@@ -238,10 +413,13 @@ static void pack_meta(enc *e, const dds_trace *t, const dds_span *s, int is_root
     const dds_config *cfg = e->o->cfg;
     size_t off = begin32(e, 0xdf);
     uint32_t n = 0;
-    e->nreserved = 0;
-    n += put_reserved(e, "language", DDS_LANGUAGE);
+    reserved_reset(e);
+    /* language and runtime-id, encoded once per payload (prebuild). */
+    reserved_add(e, "language");
     if (e->o->runtime_id && e->o->runtime_id[0])
-        n += put_reserved(e, "runtime-id", e->o->runtime_id);
+        reserved_add(e, "runtime-id");
+    put_raw(e, e->pre.data + e->pre_head, e->pre_meta - e->pre_head);
+    n += e->pre_nmeta;
     if (t->ctx.origin[0])
         n += put_reserved(e, "_dd.origin", t->ctx.origin);
     if (is_root)
@@ -281,7 +459,7 @@ static void pack_meta(enc *e, const dds_trace *t, const dds_span *s, int is_root
 static void pack_metric(enc *e, const char *k, double v)
 {
     pack_str(e, k);
-    msgpack_pack_double(&e->pk, v);
+    put_double(e, v);
 }
 
 static void pack_metrics(enc *e, const dds_trace *t, const dds_span *s, int is_root)
@@ -289,18 +467,18 @@ static void pack_metrics(enc *e, const dds_trace *t, const dds_span *s, int is_r
     const dds_sampling *sm = &t->sampling;
     size_t off = begin32(e, 0xdf);
     uint32_t n = 0;
-    e->nreserved = 0;
-    e->reserved[e->nreserved++] = "process_id";
-    pack_metric(e, "process_id", (double)e->o->pid);
+    reserved_reset(e);
+    reserved_add(e, "process_id");
+    put_raw(e, e->pre.data + e->pre_meta, e->pre_metrics - e->pre_meta); /* prebuild */
     n++;
     if (is_root) {
         static const char *const psr_keys[3] = {"_dd.agent_psr", "_dd.rule_psr", "_dd.limit_psr"};
         const double psr[3] = {sm->agent_psr, sm->rule_psr, sm->limit_psr};
-        e->reserved[e->nreserved++] = "_sampling_priority_v1";
+        reserved_add(e, "_sampling_priority_v1");
         pack_metric(e, "_sampling_priority_v1", (double)sm->priority);
         n++;
         for (int i = 0; i < 3; i++) {
-            e->reserved[e->nreserved++] = psr_keys[i];
+            reserved_add(e, psr_keys[i]);
             if (psr[i] >= 0) {
                 pack_metric(e, psr_keys[i], psr[i]);
                 n++;
@@ -319,33 +497,29 @@ static void pack_metrics(enc *e, const dds_trace *t, const dds_span *s, int is_r
 
 static void pack_span(enc *e, const dds_trace *t, const dds_span *s, int is_root)
 {
-    msgpack_packer *pk = &e->pk;
     const char *name = s->name ? s->name : "";
-    msgpack_pack_map(pk, 12);
-    pack_str(e, "service");
-    pack_str(e, e->o->cfg->service ? e->o->cfg->service : "");
-    pack_str(e, "name");
+    put_raw(e, e->pre.data, e->pre_head); /* map of 12, service, "name" (prebuild) */
     pack_str(e, name);
-    pack_str(e, "resource");
+    PUT_KEY(e, "resource");
     const char *res = s->resource ? s->resource : name;
     pack_str_cap(e, res, strlen(res), DDS_RESOURCE_MAX);
-    pack_str(e, "trace_id");
-    msgpack_pack_fix_uint64(pk, t->trace_id_lo);
-    pack_str(e, "span_id");
-    msgpack_pack_fix_uint64(pk, s->span_id);
-    pack_str(e, "parent_id");
-    msgpack_pack_fix_uint64(pk, s->parent_id);
-    pack_str(e, "start");
-    msgpack_pack_fix_int64(pk, s->start_ns);
-    pack_str(e, "duration");
-    msgpack_pack_fix_int64(pk, s->duration_ns);
-    pack_str(e, "error");
-    msgpack_pack_fix_int64(pk, s->error ? 1 : 0);
-    pack_str(e, "type");
+    PUT_KEY(e, "trace_id");
+    put_fix64(e, 0xcf, t->trace_id_lo);
+    PUT_KEY(e, "span_id");
+    put_fix64(e, 0xcf, s->span_id);
+    PUT_KEY(e, "parent_id");
+    put_fix64(e, 0xcf, s->parent_id);
+    PUT_KEY(e, "start");
+    put_fix64(e, 0xd3, (uint64_t)s->start_ns);
+    PUT_KEY(e, "duration");
+    put_fix64(e, 0xd3, (uint64_t)s->duration_ns);
+    PUT_KEY(e, "error");
+    put_fix64(e, 0xd3, s->error ? 1 : 0);
+    PUT_KEY(e, "type");
     pack_str(e, s->type ? s->type : "");
-    pack_str(e, "meta");
+    PUT_KEY(e, "meta");
     pack_meta(e, t, s, is_root);
-    pack_str(e, "metrics");
+    PUT_KEY(e, "metrics");
     pack_metrics(e, t, s, is_root);
 }
 
@@ -376,6 +550,30 @@ static uint32_t pack_chunk(enc *e, const dds_trace *t)
     return n;
 }
 
+/* The parts every span of this payload shares, encoded once into e->pre with
+ * the same functions as the rest (so the same bytes): the span map's header,
+ * service and the "name" key; the language and runtime-id meta; the
+ * process_id metric. */
+static void prebuild(enc *e)
+{
+    msgpack_sbuffer *out = e->sb;
+    msgpack_sbuffer_init(&e->pre);
+    e->sb = &e->pre;
+    put_byte(e, 0x8c); /* map of 12 */
+    PUT_KEY(e, "service");
+    pack_str(e, e->o->cfg->service ? e->o->cfg->service : "");
+    PUT_KEY(e, "name");
+    e->pre_head = e->pre.size;
+    reserved_reset(e);
+    e->pre_nmeta = (uint32_t)put_reserved(e, "language", DDS_LANGUAGE);
+    if (e->o->runtime_id && e->o->runtime_id[0])
+        e->pre_nmeta += (uint32_t)put_reserved(e, "runtime-id", e->o->runtime_id);
+    e->pre_meta = e->pre.size;
+    pack_metric(e, "process_id", (double)e->o->pid);
+    e->pre_metrics = e->pre.size;
+    e->sb = out;
+}
+
 int dds_encode_traces(msgpack_sbuffer *out, const dds_trace *list, const dds_encode_opts *o,
                       dds_encode_result *r)
 {
@@ -384,6 +582,7 @@ int dds_encode_traces(msgpack_sbuffer *out, const dds_trace *list, const dds_enc
     memset(r, 0, sizeof *r);
     msgpack_sbuffer_clear(out);
     msgpack_packer_init(&e.pk, &e, enc_write);
+    prebuild(&e);
 
     size_t top = begin32(&e, 0xdd);
     for (const dds_trace *t = list; t != NULL && !e.oom; t = t->qnext) {
@@ -414,6 +613,7 @@ int dds_encode_traces(msgpack_sbuffer *out, const dds_trace *list, const dds_enc
         if (out->size >= max)
             break;
     }
+    msgpack_sbuffer_destroy(&e.pre);
     if (e.oom) {
         msgpack_sbuffer_clear(out);
         memset(r, 0, sizeof *r);
@@ -425,15 +625,25 @@ int dds_encode_traces(msgpack_sbuffer *out, const dds_trace *list, const dds_enc
 
 void dds_format_rate(double rate, char out[32])
 {
+    /* Every root span of a trace sampled by a rule or the agent's rate needs
+     * this, nearly always with the same rate: keep the last one formatted. */
+    static __thread double last_rate = -1;
+    static __thread char last_out[32];
     if (!(rate >= 0))
         rate = 0;
+    if (rate == last_rate) {
+        memcpy(out, last_out, 32);
+        return;
+    }
     snprintf(out, 32, "%.6f", rate);
     char *dot = strchr(out, '.');
-    if (dot == NULL)
-        return;
-    char *end = out + strlen(out);
-    while (end > dot + 1 && end[-1] == '0')
-        *--end = '\0';
-    if (end == dot + 1)
-        *dot = '\0';
+    if (dot != NULL) {
+        char *end = out + strlen(out);
+        while (end > dot + 1 && end[-1] == '0')
+            *--end = '\0';
+        if (end == dot + 1)
+            *dot = '\0';
+    }
+    memcpy(last_out, out, 32);
+    last_rate = rate;
 }

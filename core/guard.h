@@ -11,4 +11,9 @@
 
 extern __thread int dds_in_shim __attribute__((tls_model("initial-exec")));
 
+/* Depth of the program's own signal handlers running on this thread (see
+ * hooks/signal.c). While it is non-zero the hooks pass everything through:
+ * the handler may have interrupted malloc or ddshim itself. */
+extern __thread int dds_in_signal __attribute__((tls_model("initial-exec")));
+
 #endif

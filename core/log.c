@@ -53,6 +53,26 @@ int dds_log_debug_enabled(void) { return log_debug; }
 
 const char *dds_log_path(void) { return log_path; }
 
+int dds_log_owns_fd(int fd)
+{
+    return fd >= 0 && __atomic_load_n(&log_fd, __ATOMIC_ACQUIRE) == fd;
+}
+
+void dds_log_fd_lost(int fd)
+{
+    /* Not closed: it is the program's now. The next line reopens the file. */
+    int expected = fd;
+    if (fd >= 0)
+        __atomic_compare_exchange_n(&log_fd, &expected, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+void dds_log_fds_lost_range(unsigned lo, unsigned hi)
+{
+    int fd = __atomic_load_n(&log_fd, __ATOMIC_ACQUIRE);
+    if (fd >= 0 && (unsigned)fd >= lo && (unsigned)fd <= hi)
+        dds_log_fd_lost(fd);
+}
+
 void dds_log_reset_after_fork(void)
 {
     /* The inherited fd is still valid and O_APPEND; keep using it. Only the

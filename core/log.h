@@ -23,6 +23,13 @@ int dds_log_debug_enabled(void);
 void dds_log_long(int level, const char *prefix, const char *text);
 /* Forget the open fd without closing it (after fork the child reopens lazily). */
 void dds_log_reset_after_fork(void);
+/* The program closes fd (close, dup2 onto it, closefrom, close_range): if it
+ * was the log's, forget it without closing, so that no line ever goes to
+ * whatever the program opens under that number next; the next line reopens
+ * the file. Called by the close hooks (hooks/socket.c). */
+int dds_log_owns_fd(int fd);
+void dds_log_fd_lost(int fd);
+void dds_log_fds_lost_range(unsigned lo, unsigned hi);
 /* Path actually used (for the startup log and tests); "" when off. */
 const char *dds_log_path(void);
 

@@ -2,6 +2,7 @@
 #include "propagation.h"
 
 #include <limits.h>
+#include <stddef.h>
 #include <string.h>
 
 /* Trace tags kept from one extraction, in x-datadog-tags form
@@ -280,13 +281,21 @@ typedef struct found {
 } found;
 
 /* Keep the error fields, clear the rest: a style that did not win must leave
- * nothing behind but its diagnostics. */
+ * nothing behind but its diagnostics. The tag slots past ntags are already
+ * zero (dds_propagation_extract zeroes the context first, and tags are only
+ * ever appended), so only the used ones are cleared: the slots are 4 KiB of
+ * the context's 5, and this runs up to three times per extraction, for every
+ * request a traced server reads. */
 static void clear_keep_errors(dds_trace_context *c)
 {
     char pe[sizeof c->propagation_error], we[sizeof c->w3c_extraction_error];
+    size_t a = offsetof(dds_trace_context, tags), b = a + sizeof c->tags;
+    int used = c->ntags < 0 ? 0 : c->ntags > DDS_MAX_TRACE_TAGS ? DDS_MAX_TRACE_TAGS : c->ntags;
     memcpy(pe, c->propagation_error, sizeof pe);
     memcpy(we, c->w3c_extraction_error, sizeof we);
-    memset(c, 0, sizeof *c);
+    memset(c, 0, a);
+    memset(c->tags, 0, sizeof c->tags[0] * (size_t)used);
+    memset((char *)c + b, 0, sizeof *c - b);
     memcpy(c->propagation_error, pe, sizeof pe);
     memcpy(c->w3c_extraction_error, we, sizeof we);
 }

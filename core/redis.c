@@ -202,10 +202,11 @@ static const char *const two_word[] = {
     "XGROUP", "XINFO", NULL,
 };
 
+/* The first byte decides most comparisons: no strcmp call for them. */
 static int in_list(const char *name, const char *const *list)
 {
     for (int i = 0; list[i]; i++)
-        if (strcmp(name, list[i]) == 0)
+        if (list[i][0] == name[0] && strcmp(name, list[i]) == 0)
             return 1;
     return 0;
 }
@@ -331,12 +332,12 @@ static void plan(const char *name, const dds_redis_cmd *c, unsigned char *act)
     int n = c->nargs;
     const rule *r = NULL;
     for (size_t i = 0; i < sizeof rules / sizeof *rules; i++)
-        if (strcmp(name, rules[i].name) == 0) {
+        if (rules[i].name[0] == name[0] && strcmp(name, rules[i].name) == 0) {
             r = &rules[i];
             break;
         }
     if (r == NULL) {
-        if (!in_list(name, keep_all) && n > 2)
+        if (n > 2 && !in_list(name, keep_all))
             act[2] = A_REST;
         return;
     }

@@ -3,12 +3,147 @@
 #include "config.h"
 #include "ids.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #define DDS_ERROR_MSG_MAX 1024
 #define DDS_ACTIVE_MAX 16
+
+/* A span and, in the same allocation, room for what hooks usually give it:
+ * meta and metric arrays and a small arena for the meta values and the
+ * resource. One malloc per span instead of one per tag; what does not fit
+ * (many tags, long values) falls back to malloc. Spans are only made here,
+ * so every dds_span is the head of a span_box. */
+#define SPAN_META_INLINE 12
+#define SPAN_METRICS_INLINE 4
+#define SPAN_ARENA 384
+
+typedef struct span_box {
+    dds_span s;
+    dds_meta meta[SPAN_META_INLINE];
+    dds_metric metrics[SPAN_METRICS_INLINE];
+    size_t used;
+    uint64_t keys; /* bit key_bit(k) set for every meta key k: most lookups stop here */
+    char arena[SPAN_ARENA];
+} span_box;
+
+static span_box *box_of(const dds_span *s) { return (span_box *)(void *)s; }
+
+static uint64_t key_bit(const char *k)
+{
+    unsigned h = (unsigned char)k[0];
+    if (h)
+        h = h * 31 + (unsigned char)k[1];
+    return 1ULL << (h & 63);
+}
+
+static int in_arena(const dds_span *s, const char *p)
+{
+    const span_box *b = box_of(s);
+    return p >= b->arena && p < b->arena + SPAN_ARENA;
+}
+
+/* A copy of val[0..len) plus NUL, in the arena when it fits. */
+static char *span_strdup(dds_span *s, const char *val, size_t len)
+{
+    span_box *b = box_of(s);
+    char *v;
+    if (len < SPAN_ARENA - b->used) {
+        v = b->arena + b->used;
+        b->used += len + 1;
+    } else if ((v = malloc(len + 1)) == NULL) {
+        return NULL;
+    }
+    memcpy(v, val, len);
+    v[len] = '\0';
+    return v;
+}
+
+static void span_strfree(dds_span *s, char *p)
+{
+    if (p && !in_arena(s, p))
+        free(p);
+}
+
+/* Recycled traces and span boxes. The writer thread frees whole payloads of
+ * chunks at once; given back to malloc, that memory merged into the top of
+ * the heap and was returned to the kernel, and the application thread then
+ * faulted it in again: about 1.5 page faults per span, the biggest cost of a
+ * span (tests/bench, BENCHMARKS.md). Up to POOL_MAX of each are kept for
+ * reuse instead. The lock is only ever tried, never waited for: a busy pool
+ * means plain malloc/free, and a fork child that inherited it held simply
+ * never uses it. dds_span_pool_trim() (the writer, when it finds nothing to
+ * send) gives everything back, so an idle process keeps nothing. Under
+ * AddressSanitizer every free is real, so that use-after-free stays visible. */
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_MAX 0
+#else
+#define POOL_MAX 512
+#endif
+
+typedef struct pool {
+    int lock;
+    int n;
+    void *head; /* objects linked through their first word */
+} pool;
+
+static pool trace_pool, box_pool;
+
+static int pool_trylock(pool *p) { return !__atomic_exchange_n(&p->lock, 1, __ATOMIC_ACQUIRE); }
+static void pool_unlock(pool *p) { __atomic_store_n(&p->lock, 0, __ATOMIC_RELEASE); }
+
+static void *pool_get(pool *p, size_t size)
+{
+    void *o = NULL;
+    if (__atomic_load_n(&p->n, __ATOMIC_RELAXED) > 0 && pool_trylock(p)) {
+        o = p->head;
+        if (o) {
+            p->head = *(void **)o;
+            __atomic_store_n(&p->n, p->n - 1, __ATOMIC_RELAXED);
+        }
+        pool_unlock(p);
+    }
+    return o ? o : malloc(size);
+}
+
+static void pool_put(pool *p, void *o)
+{
+    if (__atomic_load_n(&p->n, __ATOMIC_RELAXED) < POOL_MAX && pool_trylock(p)) {
+        if (p->n < POOL_MAX) {
+            *(void **)o = p->head;
+            p->head = o;
+            __atomic_store_n(&p->n, p->n + 1, __ATOMIC_RELAXED);
+            o = NULL;
+        }
+        pool_unlock(p);
+    }
+    free(o);
+}
+
+static void pool_drain(pool *p)
+{
+    if (__atomic_load_n(&p->n, __ATOMIC_RELAXED) == 0 || !pool_trylock(p))
+        return;
+    void *o = p->head;
+    p->head = NULL;
+    __atomic_store_n(&p->n, 0, __ATOMIC_RELAXED);
+    pool_unlock(p);
+    while (o) {
+        void *next = *(void **)o;
+        free(o);
+        o = next;
+    }
+}
+
+/* Declared here rather than in span.h (core/writer.c declares it too). */
+void dds_span_pool_trim(void);
+void dds_span_pool_trim(void)
+{
+    pool_drain(&trace_pool);
+    pool_drain(&box_pool);
+}
 
 static void default_complete(dds_trace *t) { dds_trace_free(t); }
 
@@ -38,11 +173,22 @@ int64_t dds_now_mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* Zero a new trace but for ctx.tags: 4 KiB of its 5, never read past
+ * ctx.ntags; clearing them was a large part of starting a span. */
+static void trace_clear(dds_trace *t)
+{
+    size_t a = offsetof(dds_trace, ctx) + offsetof(dds_trace_context, tags);
+    size_t b = a + sizeof t->ctx.tags;
+    memset(t, 0, a);
+    memset((char *)t + b, 0, sizeof *t - b);
+}
+
 static dds_trace *trace_new(const dds_trace_context *remote)
 {
-    dds_trace *t = calloc(1, sizeof *t);
+    dds_trace *t = pool_get(&trace_pool, sizeof *t);
     if (t == NULL)
         return NULL;
+    trace_clear(t);
     pthread_mutex_init(&t->mu, NULL);
     t->refs = 1;
     t->sampling.mechanism = DDS_MECH_NONE;
@@ -67,9 +213,14 @@ static dds_trace *trace_new(const dds_trace_context *remote)
 dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent,
                             const dds_trace_context *remote, int64_t wall_ns, int64_t mono_ns)
 {
-    dds_span *s = calloc(1, sizeof *s);
-    if (s == NULL)
+    span_box *box = pool_get(&box_pool, sizeof *box);
+    if (box == NULL)
         return NULL;
+    dds_span *s = &box->s;
+    *s = (dds_span){.meta = box->meta, .capmeta = SPAN_META_INLINE, .metrics = box->metrics,
+                    .capmetrics = SPAN_METRICS_INLINE};
+    box->used = 0;
+    box->keys = 0;
     dds_trace *t = NULL;
     if (parent != NULL) {
         t = parent->trace;
@@ -91,14 +242,14 @@ dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent
         pthread_mutex_unlock(&t->mu);
         t = trace_new(&c);
         if (t == NULL) {
-            free(s);
+            pool_put(&box_pool, box);
             return NULL;
         }
         t->sampling = smp;
     } else {
         t = trace_new(remote);
         if (t == NULL) {
-            free(s);
+            pool_put(&box_pool, box);
             return NULL;
         }
         if (t->is_continued)
@@ -128,44 +279,63 @@ dds_span *dds_span_start(const char *name, const char *type, dds_span *parent,
 
 static dds_meta *meta_find(const dds_span *s, const char *key)
 {
-    for (int i = 0; i < s->nmeta; i++)
-        if (s->meta[i].key == key || strcmp(s->meta[i].key, key) == 0)
+    if (!(box_of(s)->keys & key_bit(key)))
+        return NULL;
+    for (int i = 0; i < s->nmeta; i++) {
+        const char *k = s->meta[i].key;
+        if (k == key || (k[0] == key[0] && strcmp(k, key) == 0))
             return &s->meta[i];
+    }
     return NULL;
+}
+
+/* Double the capacity of an array that starts inline (in the span's box) and
+ * moves to the heap when it outgrows it. */
+static void *grow(void *arr, const void *inline_arr, int *cap, size_t elem)
+{
+    int ncap = *cap * 2;
+    void *p;
+    if (arr == inline_arr) {
+        p = malloc((size_t)ncap * elem);
+        if (p)
+            memcpy(p, arr, (size_t)*cap * elem);
+    } else {
+        p = realloc(arr, (size_t)ncap * elem);
+    }
+    if (p)
+        *cap = ncap;
+    return p;
 }
 
 static void meta_put(dds_span *s, const char *key, int key_owned, const char *val, size_t len)
 {
-    char *v = malloc(len + 1);
+    char *v = span_strdup(s, val, len);
     if (v == NULL)
         return;
-    memcpy(v, val, len);
-    v[len] = '\0';
     dds_meta *m = meta_find(s, key);
     if (m != NULL) {
-        free(m->val);
+        span_strfree(s, m->val);
         m->val = v;
         return;
     }
     if (s->nmeta == s->capmeta) {
-        int cap = s->capmeta ? s->capmeta * 2 : 8;
-        dds_meta *nm = realloc(s->meta, (size_t)cap * sizeof *nm);
+        dds_meta *nm = grow(s->meta, box_of(s)->meta, &s->capmeta, sizeof *nm);
         if (nm == NULL) {
-            free(v);
+            span_strfree(s, v);
             return;
         }
         s->meta = nm;
-        s->capmeta = cap;
     }
     const char *k = key;
     if (key_owned) {
-        k = strdup(key);
+        k = span_strdup(s, key, strlen(key));
         if (k == NULL) {
-            free(v);
+            span_strfree(s, v);
             return;
         }
     }
     s->meta[s->nmeta++] = (dds_meta){.key = k, .val = v, .key_owned = key_owned};
+    box_of(s)->keys |= key_bit(k);
 }
 
 void dds_span_set_meta_n(dds_span *s, const char *key, const char *val, size_t len)
@@ -196,18 +366,18 @@ void dds_span_set_metric(dds_span *s, const char *key, double val)
 {
     if (s == NULL || key == NULL)
         return;
-    for (int i = 0; i < s->nmetrics; i++)
-        if (strcmp(s->metrics[i].key, key) == 0) {
+    for (int i = 0; i < s->nmetrics; i++) {
+        const char *k = s->metrics[i].key;
+        if (k == key || (k[0] == key[0] && strcmp(k, key) == 0)) {
             s->metrics[i].val = val;
             return;
         }
+    }
     if (s->nmetrics == s->capmetrics) {
-        int cap = s->capmetrics ? s->capmetrics * 2 : 4;
-        dds_metric *nm = realloc(s->metrics, (size_t)cap * sizeof *nm);
+        dds_metric *nm = grow(s->metrics, box_of(s)->metrics, &s->capmetrics, sizeof *nm);
         if (nm == NULL)
             return;
         s->metrics = nm;
-        s->capmetrics = cap;
     }
     s->metrics[s->nmetrics++] = (dds_metric){.key = key, .val = val};
 }
@@ -227,12 +397,10 @@ void dds_span_set_resource_n(dds_span *s, const char *res, size_t len)
 {
     if (s == NULL || res == NULL)
         return;
-    char *r = malloc(len + 1);
+    char *r = span_strdup(s, res, len);
     if (r == NULL)
         return;
-    memcpy(r, res, len);
-    r[len] = '\0';
-    free(s->resource);
+    span_strfree(s, s->resource);
     s->resource = r;
 }
 
@@ -276,8 +444,8 @@ void dds_span_finish_at(dds_span *s, int64_t mono_ns)
     if (s->duration_ns < 0)
         s->duration_ns = 0;
     dds_trace *t = s->trace;
-    if (t->root_span_id == s->span_id)
-        dds_trace_decide(t, s);
+    /* Undecided yet: decide on this span (the local root's, or the first to
+     * finish). One lock for the decision and the list. */
     pthread_mutex_lock(&t->mu);
     if (!t->sampling.decided)
         dds_trace_decide_hook(t, s);
@@ -311,15 +479,18 @@ void dds_span_finish(dds_span *s)
 
 static void span_free(dds_span *s)
 {
+    span_box *b = box_of(s);
     for (int i = 0; i < s->nmeta; i++) {
-        free(s->meta[i].val);
+        span_strfree(s, s->meta[i].val);
         if (s->meta[i].key_owned)
-            free((char *)s->meta[i].key);
+            span_strfree(s, (char *)s->meta[i].key);
     }
-    free(s->meta);
-    free(s->metrics);
-    free(s->resource);
-    free(s);
+    if (s->meta != b->meta)
+        free(s->meta);
+    if (s->metrics != b->metrics)
+        free(s->metrics);
+    span_strfree(s, s->resource);
+    pool_put(&box_pool, b);
 }
 
 void dds_trace_free(dds_trace *t)
@@ -333,7 +504,7 @@ void dds_trace_free(dds_trace *t)
         s = n;
     }
     pthread_mutex_destroy(&t->mu);
-    free(t);
+    pool_put(&trace_pool, t);
 }
 
 /* Per-thread stack of active spans. Fixed size: deeper nesting simply stops

@@ -28,6 +28,14 @@
 #define FAIL_LOG_INTERVAL_NS (10 * 1000 * NS_PER_MS)
 #define START_RETRY_NS (1000 * NS_PER_MS)
 #define KEEP_BUFFER_BYTES (1u << 20)
+/* Flush early once this many spans wait: a chunk costs ~6 KiB, and a queue
+ * left to fill for a whole interval at tens of thousands of spans a second
+ * held tens of MiB that the heap gave back and took again at every flush
+ * (page faults: most of the cost of a span; see BENCHMARKS.md). One request
+ * per this many spans is cheap for the agent. */
+#define WAKE_SPANS 512
+
+void dds_span_pool_trim(void); /* core/span.c: recycled spans back to malloc */
 
 void (*dds_writer_rates_hook)(const char *json, size_t len);
 
@@ -48,12 +56,16 @@ static int w_stop;
 static int w_wake;                 /* atomic: the queue is filling up */
 static int w_startup_logged;
 
-/* Statistics, atomics: read by any thread. */
-static uint64_t st_ok, st_failed, st_traces, st_spans, st_dropped;
+/* Statistics, atomics: read by any thread. st_inflight: spans taken from
+ * the queue by the flush under way, not yet sent or dropped. */
+static uint64_t st_ok, st_failed, st_traces, st_spans, st_dropped, st_inflight;
 
-/* The writer thread's own: failure log rate limit. */
+/* The writer thread's own: failure log rate limit; queue overflow drops
+ * already reported. */
 static int64_t fail_last_log;
 static uint64_t fail_unlogged;
+static int64_t qdrop_last_log;
+static uint64_t qdrop_logged;
 
 static void stat_add(uint64_t *c, uint64_t n) { __atomic_add_fetch(c, n, __ATOMIC_RELAXED); }
 
@@ -178,13 +190,33 @@ static int send_payload(const char *body, size_t len, size_t ntraces, size_t nsp
     return rc == DDS_HTTP_OK ? 1 : -1;
 }
 
-static void free_chunks(dds_trace *t, size_t n)
+/* Frees n chunks; returns how many spans they held. */
+static size_t free_chunks(dds_trace *t, size_t n)
 {
+    size_t spans = 0;
     while (t && n--) {
         dds_trace *next = t->qnext;
+        spans += (size_t)t->nfinished;
         dds_trace_free(t);
         t = next;
     }
+    return spans;
+}
+
+/* Spans refused by the full queue (on application threads, which never log)
+ * are reported here, at most every 10 s. */
+static void log_queue_drops(void)
+{
+    uint64_t dropped = dds_queue_dropped_spans();
+    if (dropped == qdrop_logged)
+        return;
+    int64_t now = dds_now_mono_ns();
+    if (qdrop_last_log != 0 && now - qdrop_last_log < FAIL_LOG_INTERVAL_NS)
+        return;
+    dds_log(DDS_LOG_WARN, "dropped %" PRIu64 " spans: more than %zu waiting for the agent"
+            " (DDSHIM_MAX_QUEUED_SPANS)", dropped - qdrop_logged, w_cfg->max_queued_spans);
+    qdrop_logged = dropped;
+    qdrop_last_log = now;
 }
 
 static size_t count_spans(const dds_trace *t)
@@ -198,9 +230,14 @@ static size_t count_spans(const dds_trace *t)
 /* Send everything queued now. deadline: 0, or when the requester stops waiting. */
 static void flush_once(msgpack_sbuffer *sb, int64_t deadline)
 {
-    dds_trace *list = dds_queue_take_all(NULL);
-    if (list == NULL)
+    log_queue_drops();
+    size_t taken = 0;
+    dds_trace *list = dds_queue_take_all(&taken);
+    if (list == NULL) {
+        dds_span_pool_trim(); /* idle: keep no spare spans */
         return;
+    }
+    __atomic_store_n(&st_inflight, (uint64_t)taken, __ATOMIC_RELAXED);
     dds_encode_opts o = {.cfg = w_cfg, .runtime_id = w_runtime_id, .pid = w_pid};
     int unreachable = 0; /* then the rest is dropped at once, not after a timeout each */
     while (list) {
@@ -217,9 +254,12 @@ static void flush_once(msgpack_sbuffer *sb, int64_t deadline)
         dds_trace *rest = list;
         for (size_t i = 0; i < r.consumed && rest; i++)
             rest = rest->qnext;
-        free_chunks(list, r.consumed);
+        size_t done = free_chunks(list, r.consumed);
+        taken = done < taken ? taken - done : 0;
+        __atomic_store_n(&st_inflight, (uint64_t)taken, __ATOMIC_RELAXED);
         list = rest;
     }
+    __atomic_store_n(&st_inflight, 0, __ATOMIC_RELAXED);
     /* A body near the cap leaves megabytes behind: give them back. */
     if (sb->alloc > KEEP_BUFFER_BYTES) {
         msgpack_sbuffer_destroy(sb);
@@ -236,7 +276,7 @@ static void startup_log(void)
     w_startup_logged = 1;
     char json[8192];
     dds_config_to_json(w_cfg, json, sizeof json);
-    dds_log(DDS_LOG_INFO, "DATADOG TRACER CONFIGURATION - %s", json);
+    dds_log_long(DDS_LOG_INFO, "DATADOG TRACER CONFIGURATION - ", json);
 }
 
 static void *writer_main(void *unused)
@@ -326,10 +366,12 @@ void dds_writer_enqueue(dds_trace *t)
         start_thread();
         return;
     }
-    /* Half full: flush before the interval is up rather than drop. Signalled
-     * without the lock (never block here); a wake-up lost in a race only
-     * means the usual interval. */
-    if (rc == 1 && !__atomic_exchange_n(&w_wake, 1, __ATOMIC_ACQ_REL))
+    /* Half full, or WAKE_SPANS waiting: flush before the interval is up
+     * rather than drop or hoard. Signalled without the lock (never block
+     * here); a wake-up lost in a race only means the usual interval. */
+    if ((rc == 1 || (rc == 0 && dds_queue_pending_spans() >= WAKE_SPANS)) &&
+        !__atomic_load_n(&w_wake, __ATOMIC_RELAXED) &&
+        !__atomic_exchange_n(&w_wake, 1, __ATOMIC_ACQ_REL))
         pthread_cond_signal(&w_wake_cv);
 }
 
@@ -364,6 +406,13 @@ void dds_writer_flush_at_exit(void)
     if (cfg == NULL)
         return;
     dds_writer_flush(cfg->exit_timeout_ms > 0 ? cfg->exit_timeout_ms : 0);
+    /* The failure log is rate-limited: say once what this process lost. */
+    dds_writer_stats s;
+    dds_writer_get_stats(&s);
+    uint64_t unsent = __atomic_load_n(&st_inflight, __ATOMIC_RELAXED) + dds_queue_pending_spans();
+    if (s.spans_dropped > 0 || unsent > 0)
+        dds_log(DDS_LOG_WARN, "at exit: %" PRIu64 " spans sent, %" PRIu64 " dropped, %" PRIu64
+                " not sent in time", s.spans_sent, s.spans_dropped, unsent);
 }
 
 int dds_writer_stop(int timeout_ms)
@@ -415,9 +464,11 @@ void dds_writer_atfork_child(void)
     w_stop = 0;
     w_wake = 0;
     w_new_runtime_id = 1;
-    st_ok = st_failed = st_traces = st_spans = st_dropped = 0;
+    st_ok = st_failed = st_traces = st_spans = st_dropped = st_inflight = 0;
     fail_last_log = 0;
     fail_unlogged = 0;
+    qdrop_last_log = 0;
+    qdrop_logged = 0;
     dds_queue_reset_after_fork();
     dds_http_atfork_child();
 }

@@ -64,8 +64,11 @@ void dds_writer_enqueue(dds_trace *t);
  * cut short to end by the deadline. Safe (and immediate) without a thread. */
 int dds_writer_flush(int timeout_ms);
 
-/* From the shim's exit path: dds_writer_flush(cfg->exit_timeout_ms). Never
- * joins the thread; the process may exit while it is still sending. */
+/* From the shim's exit path: dds_writer_flush(cfg->exit_timeout_ms), then,
+ * if this process dropped spans or leaves some unsent, one WARN line with the
+ * counts ("at exit: S spans sent, D dropped, U not sent in time"): the
+ * failure log is rate-limited, this line is the total. Never joins the
+ * thread; the process may exit while it is still sending. */
 void dds_writer_flush_at_exit(void);
 
 /* Stop the thread: wait for it up to timeout_ms (it finishes its current

@@ -524,7 +524,14 @@ static void span_end(dds_span *s, const void *reply, const char *err, int db)
     else if (reply == NULL && err)
         dds_span_set_error(s, err);
     if (db >= 0) {
-        snprintf(buf, sizeof buf, "%d", db);
+        /* The index as decimal, without snprintf (this runs per command). */
+        char *p = buf + 16;
+        *p = '\0';
+        unsigned v = (unsigned)db;
+        do
+            *--p = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        memmove(buf, p, (size_t)(buf + 17 - p));
         dds_span_set_meta(s, "out.redis_db", buf);
         dds_span_set_meta(s, "db.redis.database_index", buf);
     }
@@ -563,7 +570,7 @@ typedef struct op {
 /* Parse the command a printf-style format makes, with hiredis's own
  * formatter on a copy of ap. Returns the formatted buffer (cmd points into
  * it; release it with free_formatted once the span is started), or NULL. */
-static char *format_cmd(dds_redis_cmd *cmd, const char *format, va_list ap)
+static char *format_cmd_len(dds_redis_cmd *cmd, const char *format, va_list ap, size_t *lenp)
 {
     DDS_REAL_IN(redisvFormatCommand, hiredis_libs);
     char *buf = NULL;
@@ -579,8 +586,32 @@ static char *format_cmd(dds_redis_cmd *cmd, const char *format, va_list ap)
         free_formatted(buf);
         return NULL;
     }
+    *lenp = (size_t)len;
     return buf;
 }
+
+static char *format_cmd(dds_redis_cmd *cmd, const char *format, va_list ap)
+{
+    size_t len;
+    return format_cmd_len(cmd, format, ap, &len);
+}
+
+/* The command the hook already formatted, sent as hiredis itself would: for
+ * a format that formats, redisvAppendCommand is redisAppendFormattedCommand
+ * of that buffer, and redisvCommand is that plus, on a blocking context,
+ * redisGetReply (hiredis 0.14 and 1.x alike). Formatting once instead of
+ * twice was the largest part of what tracing added to a blocking command. */
+static int have_formatted_calls(void)
+{
+    DDS_REAL_IN(redisAppendFormattedCommand, hiredis_libs);
+    DDS_REAL_IN(redisGetReply, hiredis_libs);
+    return real_redisAppendFormattedCommand != NULL && real_redisGetReply != NULL;
+}
+
+typedef struct fmtbuf {
+    const char *cmd;
+    size_t len;
+} fmtbuf;
 
 /* Decide how the command is traced and start its span (map lock not held on
  * return). */
@@ -755,6 +786,19 @@ static void *call_vcommand(redisContext *c, void *arg)
     return real_redisvCommand(c, v->format, *v->ap);
 }
 
+static void *call_formatted_command(redisContext *c, void *arg)
+{
+    DDS_REAL_IN(redisAppendFormattedCommand, hiredis_libs);
+    DDS_REAL_IN(redisGetReply, hiredis_libs);
+    fmtbuf *f = arg;
+    void *reply = NULL;
+    if (real_redisAppendFormattedCommand(c, f->cmd, f->len) != REDIS_OK)
+        return NULL;
+    if (!(ctx_flags(c) & REDIS_BLOCK) || real_redisGetReply(c, &reply) != REDIS_OK)
+        return NULL;
+    return reply;
+}
+
 static void *vcommand(redisContext *c, const char *format, va_list ap)
 {
     DDS_REAL_IN(redisvCommand, hiredis_libs);
@@ -765,9 +809,18 @@ static void *vcommand(redisContext *c, const char *format, va_list ap)
     if (!want() || c == NULL || !ctx_plausible(c))
         return real_redisvCommand(c, format, ap);
     dds_redis_cmd cmd;
-    char *fmt = format_cmd(&cmd, format, ap);
+    size_t flen = 0;
+    char *fmt = format_cmd_len(&cmd, format, ap, &flen);
     if (fmt == NULL)
         return real_redisvCommand(c, format, ap);
+    if (have_formatted_calls()) {
+        fmtbuf f = {fmt, flen};
+        void *r = traced_command(c, &cmd, NULL, call_formatted_command, &f);
+        int e = errno;
+        free_formatted(fmt);
+        errno = e;
+        return r;
+    }
     va_list cp;
     va_copy(cp, ap);
     vargs v = {format, &cp};
@@ -831,16 +884,23 @@ static int vappend(redisContext *c, const char *format, va_list ap)
     if (!want() || c == NULL || !ctx_plausible(c))
         return real_redisvAppendCommand(c, format, ap);
     dds_redis_cmd cmd;
-    char *fmt = format_cmd(&cmd, format, ap);
+    size_t flen = 0;
+    char *fmt = format_cmd_len(&cmd, format, ap, &flen);
     if (fmt == NULL)
         return real_redisvAppendCommand(c, format, ap);
     op o = {.ncmds = 1};
     op_begin(c, &cmd, 0, &o);
-    free_formatted(fmt);
+    int r;
     depth++;
-    int r = real_redisvAppendCommand(c, format, ap);
+    if (have_formatted_calls()) {
+        DDS_REAL_IN(redisAppendFormattedCommand, hiredis_libs);
+        r = real_redisAppendFormattedCommand(c, fmt, flen); /* formatted once (see above) */
+    } else {
+        r = real_redisvAppendCommand(c, format, ap);
+    }
     depth--;
     int e = errno;
+    free_formatted(fmt);
     op_appended(c, &o, r == REDIS_OK);
     errno = e;
     return r;

@@ -35,6 +35,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_sent (glibc's lacks it) */
+
 #define DDS_FD_MAX (1 << 20)
 #define DDS_IGNORED ((dds_conn *)1)
 #define LIKELY(x) __builtin_expect(!!(x), 1)
@@ -64,60 +66,112 @@ static int table_ensure(void)
 
 static inline dds_conn *fd_get(int fd)
 {
-    if (LIKELY((unsigned)fd >= __atomic_load_n(&fd_table_cap, __ATOMIC_RELAXED)))
+    /* Acquire: the table's pages were mapped before the capacity was
+     * published (a plain load on x86). */
+    if (LIKELY((unsigned)fd >= __atomic_load_n(&fd_table_cap, __ATOMIC_ACQUIRE)))
         return NULL;
     return __atomic_load_n(&fd_table[fd], __ATOMIC_ACQUIRE);
+}
+
+/* Nothing to do on this fd's data: not tracked, or ignored (a libpq or
+ * hiredis socket). The I/O hooks' fast path: the real call, nothing else. */
+static inline int fd_untraced(int fd)
+{
+    return (uintptr_t)fd_get(fd) <= (uintptr_t)DDS_IGNORED;
 }
 
 /* Swap in a new state for fd; returns the old one. */
 static dds_conn *fd_swap(int fd, dds_conn *c)
 {
-    if ((unsigned)fd >= fd_table_cap)
+    if ((unsigned)fd >= __atomic_load_n(&fd_table_cap, __ATOMIC_ACQUIRE))
         return NULL;
     if (c != NULL && fd > __atomic_load_n(&fd_high, __ATOMIC_RELAXED))
         __atomic_store_n(&fd_high, fd, __ATOMIC_RELAXED);
     return __atomic_exchange_n(&fd_table[fd], c, __ATOMIC_ACQ_REL);
 }
 
+/* References. A hook that uses an fd's state holds a reference from its
+ * lookup to its end, across the real system call, so another thread closing
+ * the fd meanwhile (a watchdog closing a socket a writer is blocked on) never
+ * frees it under the hook: whoever drops the last reference finishes the
+ * state. A reference is only taken while the count is non-zero, and a dds_conn's
+ * memory is never freed (core/conn.h), so reading a pointer that was just
+ * swapped out of the table is safe. */
+static void conn_put(dds_conn *c)
+{
+    if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    int was = dds_in_shim;
+    dds_in_shim = 1;
+    if (c->pid != dds_pid)
+        dds_conn_abandon(c); /* our fork parent's state: theirs to finish */
+    else
+        dds_conn_close(c, c->close_why);
+    dds_in_shim = was;
+}
+
+static dds_conn *conn_get(int fd)
+{
+    dds_conn *c = fd_get(fd);
+    if (LIKELY(c == NULL) || c == DDS_IGNORED)
+        return NULL;
+    int r = __atomic_load_n(&c->refs, __ATOMIC_ACQUIRE);
+    do {
+        if (r <= 0)
+            return NULL; /* being finished, or already recycled */
+    } while (!__atomic_compare_exchange_n(&c->refs, &r, r + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+    if (fd_get(fd) != c) { /* closed (and maybe recycled) meanwhile */
+        conn_put(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* The fd table's own reference, for a state just swapped out of it. */
 static void conn_release(dds_conn *c, const char *why)
 {
     if (c == NULL || c == DDS_IGNORED)
         return;
-    if (c->pid != dds_pid) {
-        dds_conn_abandon(c); /* our fork parent's state: theirs to finish */
-        return;
-    }
-    dds_conn_close(c, why);
+    c->close_why = why; /* read by the last holder, after its atomic decrement */
+    conn_put(c);
 }
 
 /* A tracked fd is being used: the state it carries, or NULL if the call
- * must pass through (inside ddshim, vfork child, busy, dead). On success the
- * conn's mutex is held and dds_in_shim is set. */
+ * must pass through (inside ddshim, in a signal handler, vfork child, busy,
+ * dead). On success the caller holds a reference and the conn's mutex, and
+ * dds_in_shim is set; conn_leave gives all three back. */
 static dds_conn *conn_enter(int fd)
 {
-    dds_conn *c = fd_get(fd);
-    if (LIKELY(c == NULL) || c == DDS_IGNORED || dds_in_shim || !dds_active)
+    if (dds_in_shim || dds_in_signal || !dds_active)
         return NULL;
-    if (c->dead)
+    dds_conn *c = conn_get(fd);
+    if (LIKELY(c == NULL))
         return NULL;
+    if (__atomic_load_n(&c->passive, __ATOMIC_RELAXED))
+        goto pass;
     pid_t pid = getpid();
     if (pid != dds_pid)
-        return NULL; /* vfork / posix_spawn child: shares our memory, change nothing */
+        goto pass; /* vfork / posix_spawn child: shares our memory, change nothing */
     if (c->pid != pid) {
         /* fork child (a server forking per connection): the parent's spans
          * are the parent's to finish; this process starts clean on the same
          * connection. */
         dds_conn *fresh = dds_conn_new(c->role, c->peer_ip, c->peer_port, pid);
-        if (!__atomic_compare_exchange_n(&fd_table[fd], &c, fresh ? fresh : DDS_IGNORED, 0,
+        if (fresh)
+            fresh->wire_out = c->wire_out; /* the bytes already on this connection */
+        dds_conn *expect = c;
+        if (!__atomic_compare_exchange_n(&fd_table[fd], &expect, fresh ? fresh : DDS_IGNORED, 0,
                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
             if (fresh)
-                dds_conn_abandon(fresh);
-            return NULL;
+                conn_put(fresh);
+            goto pass;
         }
-        dds_conn_abandon(c);
+        conn_put(c); /* the table's reference */
+        conn_put(c); /* ours */
         c = fresh;
         if (c == NULL)
             return NULL;
+        __atomic_add_fetch(&c->refs, 1, __ATOMIC_ACQ_REL); /* ours, besides the table's */
     }
     /* Never block: a signal handler writing to this socket while the
      * interrupted code holds the lock must not deadlock. The lock is only
@@ -126,18 +180,27 @@ static dds_conn *conn_enter(int fd)
     int tries = 0;
     while (pthread_mutex_trylock(&c->mu) != 0) {
         if (++tries > 2000) {
-            c->dead = 1; /* bytes go by unparsed: the parser cannot follow any more */
-            return NULL;
+            /* bytes go by unparsed: the parser cannot follow any more */
+            __atomic_store_n(&c->lost, 1, __ATOMIC_RELAXED);
+            goto pass;
         }
         __builtin_ia32_pause();
     }
+    if (UNLIKELY(__atomic_load_n(&c->lost, __ATOMIC_RELAXED)))
+        dds_conn_lost_sync(c);
     dds_in_shim = 1;
     return c;
+pass:
+    conn_put(c);
+    return NULL;
 }
 
 static void conn_leave(dds_conn *c)
 {
+    if (c->dead && !c->inj.active)
+        __atomic_store_n(&c->passive, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&c->mu);
+    conn_put(c); /* with dds_in_shim still set: it may finish the state */
     dds_in_shim = 0;
 }
 
@@ -196,7 +259,7 @@ DDS_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
     if (UNLIKELY(real_connect == NULL))
         return (int)syscall(SYS_connect, fd, addr, len);
     int r = real_connect(fd, addr, len);
-    if (dds_in_shim || !dds_active || addr == NULL ||
+    if (dds_in_shim || dds_in_signal || !dds_active || addr == NULL ||
         (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
         return r;
     int e = errno;
@@ -213,6 +276,13 @@ static void accepted(int fd)
 {
     if (fd < 0 || dds_in_shim || !dds_active || getpid() != dds_pid)
         return;
+    if (UNLIKELY(dds_in_signal)) {
+        /* Accepted in a signal handler: nothing may be freed or locked
+         * here; a reused fd number just stops being followed. */
+        if (fd_get(fd) != NULL)
+            fd_swap(fd, DDS_IGNORED);
+        return;
+    }
     int e = errno;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
@@ -267,10 +337,31 @@ static ssize_t real_sendmsg_call(int fd, const struct msghdr *m, int flags)
     return real_sendmsg(fd, m, flags);
 }
 
+/* Bytes the program has written to a TCP socket so far, by the kernel's
+ * count: sent once (retransmissions excluded) plus not yet sent. -1 when the
+ * kernel is too old to say (before 4.19). */
+static int64_t kernel_bytes_out(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_retrans) + sizeof ti.tcpi_bytes_retrans)
+        return -1;
+    return (int64_t)(ti.tcpi_bytes_sent - ti.tcpi_bytes_retrans + ti.tcpi_notsent_bytes);
+}
+
 static ssize_t traced_send(dds_conn *c, int fd, const struct iovec *iov, int n, int flags,
                            const struct msghdr *orig, plain_send_fn plain)
 {
     struct iovec out[IOV_MAX > 1024 ? 1024 : IOV_MAX];
+    if (dds_conn_wire_check_due(c)) {
+        /* About to look for a request head: make sure the kernel saw no
+         * bytes ddshim did not (see dds_conn_check_wire). */
+        int64_t kout = kernel_bytes_out(fd);
+        if (kout >= 0)
+            dds_conn_check_wire(c, (uint64_t)kout);
+    }
     for (int tries = 0;; tries++) {
         int planned = dds_conn_send_plan(c, iov, n, out, (int)(sizeof out / sizeof *out));
         ssize_t k;
@@ -359,7 +450,7 @@ static ssize_t send_common(int fd, const struct iovec *iov, int n, int flags, co
 DDS_EXPORT ssize_t write(int fd, const void *buf, size_t len)
 {
     DDS_REAL(write);
-    if (LIKELY(fd_get(fd) == NULL) && LIKELY(real_write != NULL))
+    if (LIKELY(fd_untraced(fd)) && LIKELY(real_write != NULL))
         return real_write(fd, buf, len);
     struct iovec v = {(void *)buf, len};
     return send_common(fd, &v, 1, 0, NULL, plain_write);
@@ -368,7 +459,7 @@ DDS_EXPORT ssize_t write(int fd, const void *buf, size_t len)
 DDS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
 {
     DDS_REAL(writev);
-    if (LIKELY(fd_get(fd) == NULL) && LIKELY(real_writev != NULL))
+    if (LIKELY(fd_untraced(fd)) && LIKELY(real_writev != NULL))
         return real_writev(fd, iov, n);
     if (n < 0 || n > IOV_MAX)
         return plain_writev(fd, iov, n, 0, NULL);
@@ -378,7 +469,7 @@ DDS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
 DDS_EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
 {
     DDS_REAL(send);
-    if (LIKELY(fd_get(fd) == NULL) && LIKELY(real_send != NULL))
+    if (LIKELY(fd_untraced(fd)) && LIKELY(real_send != NULL))
         return real_send(fd, buf, len, flags);
     struct iovec v = {(void *)buf, len};
     return send_common(fd, &v, 1, flags, NULL, plain_send);
@@ -388,7 +479,7 @@ DDS_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const 
                           socklen_t tolen)
 {
     DDS_REAL(sendto);
-    if (LIKELY(fd_get(fd) == NULL) && LIKELY(real_sendto != NULL))
+    if (LIKELY(fd_untraced(fd)) && LIKELY(real_sendto != NULL))
         return real_sendto(fd, buf, len, flags, to, tolen);
     struct iovec v = {(void *)buf, len};
     struct msghdr m = {.msg_name = (void *)to, .msg_namelen = tolen};
@@ -398,7 +489,7 @@ DDS_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const 
 DDS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 {
     DDS_REAL(sendmsg);
-    if (LIKELY(fd_get(fd) == NULL) && LIKELY(real_sendmsg != NULL))
+    if (LIKELY(fd_untraced(fd)) && LIKELY(real_sendmsg != NULL))
         return real_sendmsg(fd, m, flags);
     if (m == NULL || m->msg_iovlen > IOV_MAX)
         return real_sendmsg_call(fd, m, flags);
@@ -423,8 +514,37 @@ DDS_EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t count)
     DDS_REAL(sendfile);
     ssize_t r = real_sendfile ? real_sendfile(out, in, off, count)
                               : syscall(SYS_sendfile, out, in, off, count);
-    if (UNLIKELY(fd_get(out) != NULL))
+    if (UNLIKELY(!fd_untraced(out)))
         opaque_sent(out, r);
+    return r;
+}
+
+static void opaque_received(int fd, ssize_t r)
+{
+    if (r <= 0)
+        return;
+    int e = errno;
+    dds_conn *c = conn_enter(fd);
+    if (c) {
+        dds_conn_received_opaque(c, (size_t)r);
+        conn_leave(c);
+    }
+    errno = e;
+}
+
+/* splice: a pipe on one side, maybe a tracked socket on the other; the bytes
+ * never pass through user space, so, as for sendfile, they only count down
+ * the framing (a body), in whichever direction they went. */
+DDS_EXPORT ssize_t splice(int in, loff_t *off_in, int out, loff_t *off_out, size_t len,
+                          unsigned int flags)
+{
+    DDS_REAL(splice);
+    ssize_t r = real_splice ? real_splice(in, off_in, out, off_out, len, flags)
+                            : syscall(SYS_splice, in, off_in, out, off_out, len, flags);
+    if (UNLIKELY(!fd_untraced(out)))
+        opaque_sent(out, r);
+    if (UNLIKELY(!fd_untraced(in)))
+        opaque_received(in, r);
     return r;
 }
 
@@ -433,7 +553,7 @@ DDS_EXPORT ssize_t sendfile64(int out, int in, off64_t *off, size_t count)
     DDS_REAL(sendfile64);
     ssize_t r = real_sendfile64 ? real_sendfile64(out, in, off, count)
                                 : syscall(SYS_sendfile, out, in, off, count);
-    if (UNLIKELY(fd_get(out) != NULL))
+    if (UNLIKELY(!fd_untraced(out)))
         opaque_sent(out, r);
     return r;
 }
@@ -451,9 +571,9 @@ static void received(int fd, const struct iovec *iov, int n, ssize_t r, int flag
 {
     if (flags & (MSG_PEEK | MSG_TRUNC)) {
         if (flags & MSG_TRUNC) {
-            dds_conn *c = fd_get(fd);
+            dds_conn *c = fd_get(fd); /* safe to look at: see conn_get */
             if (c && c != DDS_IGNORED)
-                c->dead = 1; /* bytes discarded unseen */
+                __atomic_store_n(&c->lost, 1, __ATOMIC_RELAXED); /* bytes discarded unseen */
         }
         return; /* peeked data is parsed once, when it is really read */
     }
@@ -476,7 +596,7 @@ DDS_EXPORT ssize_t read(int fd, void *buf, size_t len)
     DDS_REAL(read);
     if (UNLIKELY(real_read == NULL))
         return syscall(SYS_read, fd, buf, len);
-    if (LIKELY(fd_get(fd) == NULL))
+    if (LIKELY(fd_untraced(fd)))
         return real_read(fd, buf, len);
     ssize_t r = real_read(fd, buf, len);
     struct iovec v = {buf, len};
@@ -490,7 +610,7 @@ DDS_EXPORT ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
     if (UNLIKELY(real___read_chk == NULL))
         return syscall(SYS_read, fd, buf, len);
     ssize_t r = real___read_chk(fd, buf, len, buflen); /* keeps glibc's size check */
-    if (UNLIKELY(fd_get(fd) != NULL)) {
+    if (UNLIKELY(!fd_untraced(fd))) {
         struct iovec v = {buf, len};
         received(fd, &v, 1, r, 0);
     }
@@ -503,7 +623,7 @@ DDS_EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
     if (UNLIKELY(real_readv == NULL))
         return syscall(SYS_readv, fd, iov, n);
     ssize_t r = real_readv(fd, iov, n);
-    if (UNLIKELY(fd_get(fd) != NULL))
+    if (UNLIKELY(!fd_untraced(fd)))
         received(fd, iov, n, r, 0);
     return r;
 }
@@ -514,7 +634,7 @@ DDS_EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
     if (UNLIKELY(real_recv == NULL))
         return syscall(SYS_recvfrom, fd, buf, len, flags, NULL, NULL);
     ssize_t r = real_recv(fd, buf, len, flags);
-    if (UNLIKELY(fd_get(fd) != NULL)) {
+    if (UNLIKELY(!fd_untraced(fd))) {
         struct iovec v = {buf, len};
         received(fd, &v, 1, r, flags);
     }
@@ -527,7 +647,7 @@ DDS_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int 
     if (UNLIKELY(real___recv_chk == NULL))
         return syscall(SYS_recvfrom, fd, buf, len, flags, NULL, NULL);
     ssize_t r = real___recv_chk(fd, buf, len, buflen, flags);
-    if (UNLIKELY(fd_get(fd) != NULL)) {
+    if (UNLIKELY(!fd_untraced(fd))) {
         struct iovec v = {buf, len};
         received(fd, &v, 1, r, flags);
     }
@@ -541,7 +661,7 @@ DDS_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct soc
     if (UNLIKELY(real_recvfrom == NULL))
         return syscall(SYS_recvfrom, fd, buf, len, flags, from, fl);
     ssize_t r = real_recvfrom(fd, buf, len, flags, from, fl);
-    if (UNLIKELY(fd_get(fd) != NULL)) {
+    if (UNLIKELY(!fd_untraced(fd))) {
         struct iovec v = {buf, len};
         received(fd, &v, 1, r, flags);
     }
@@ -555,7 +675,7 @@ DDS_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, 
     if (UNLIKELY(real___recvfrom_chk == NULL))
         return syscall(SYS_recvfrom, fd, buf, len, flags, from, fl);
     ssize_t r = real___recvfrom_chk(fd, buf, len, buflen, flags, from, fl);
-    if (UNLIKELY(fd_get(fd) != NULL)) {
+    if (UNLIKELY(!fd_untraced(fd))) {
         struct iovec v = {buf, len};
         received(fd, &v, 1, r, flags);
     }
@@ -568,7 +688,7 @@ DDS_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
     if (UNLIKELY(real_recvmsg == NULL))
         return syscall(SYS_recvmsg, fd, m, flags);
     ssize_t r = real_recvmsg(fd, m, flags);
-    if (UNLIKELY(fd_get(fd) != NULL) && m)
+    if (UNLIKELY(!fd_untraced(fd)) && m)
         received(fd, m->msg_iov, (int)m->msg_iovlen, r, flags | (m->msg_flags & MSG_TRUNC));
     return r;
 }
@@ -579,10 +699,22 @@ DDS_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
  * that would free state the parent still uses. */
 static void forget_fd(int fd, const char *why)
 {
-    if (UNLIKELY(!dds_in_shim) && UNLIKELY(dds_http_owns_fd(fd)))
-        dds_http_fd_lost(fd); /* the program closes our agent connection */
+    /* The program closes our agent connection or our log file. A vfork child
+     * closes only its own copy of the fd table: the parent's stay ours. */
+    if (UNLIKELY(!dds_in_shim) && UNLIKELY(dds_http_owns_fd(fd) || dds_log_owns_fd(fd)) &&
+        getpid() == dds_pid) {
+        dds_http_fd_lost(fd);
+        dds_log_fd_lost(fd);
+    }
     if (LIKELY(fd_get(fd) == NULL) || getpid() != dds_pid)
         return;
+    if (UNLIKELY(dds_in_signal)) {
+        /* Closed by a signal handler, which may have interrupted malloc or
+         * ddshim itself: nothing may be freed or locked here. The state is
+         * left behind (a small leak, for a rare event) and the fd forgotten. */
+        fd_swap(fd, NULL);
+        return;
+    }
     int e = errno;
     int was = dds_in_shim;
     dds_in_shim = 1;
@@ -632,15 +764,18 @@ DDS_EXPORT int dup3(int old, int newfd, int flags)
 
 static void forget_range(unsigned lo, unsigned hi)
 {
-    if (!dds_in_shim)
+    if (!dds_in_shim && getpid() == dds_pid) { /* not in a vfork child: see forget_fd */
         dds_http_fds_lost_range(lo, hi);
-    if (fd_table_cap == 0)
+        dds_log_fds_lost_range(lo, hi);
+    }
+    size_t cap = __atomic_load_n(&fd_table_cap, __ATOMIC_ACQUIRE);
+    if (cap == 0)
         return;
     unsigned top = (unsigned)__atomic_load_n(&fd_high, __ATOMIC_RELAXED);
     if (hi > top)
         hi = top;
-    for (unsigned fd = lo; fd <= hi && fd < fd_table_cap; fd++)
-        if (fd_table[fd] != NULL)
+    for (unsigned fd = lo; fd <= hi && fd < cap; fd++)
+        if (fd_get((int)fd) != NULL)
             forget_fd((int)fd, "connection closed before the response");
 }
 

@@ -12,6 +12,7 @@
 #include "preload.h"
 
 #include "config.h"
+#include "conn.h"
 #include "guard.h"
 #include "ids.h"
 #include "log.h"
@@ -65,12 +66,14 @@ static void atfork_prepare(void)
     if (dds_active) {
         dds_sampler_atfork_prepare();
         dds_writer_atfork_prepare();
+        dds_conn_atfork_prepare();
     }
 }
 
 static void atfork_parent(void)
 {
     if (dds_active) {
+        dds_conn_atfork_release();
         dds_writer_atfork_parent();
         dds_sampler_atfork_parent();
     }
@@ -83,6 +86,7 @@ static void atfork_child(void)
     if (!dds_active)
         return;
     dds_log_reset_after_fork();
+    dds_conn_atfork_release();
     dds_sampler_atfork_child();
     dds_writer_atfork_child();
 }

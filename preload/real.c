@@ -10,7 +10,7 @@
 
 static __thread int resolving;
 
-void *dds_real_sym_in(const char *name, const char *const *libs)
+DDS_NO_TSAN void *dds_real_sym_in(const char *name, const char *const *libs)
 {
     if (resolving)
         return NULL;
@@ -29,7 +29,7 @@ void *dds_real_sym_in(const char *name, const char *const *libs)
     return p;
 }
 
-void *dds_real_sym(const char *name)
+DDS_NO_TSAN void *dds_real_sym(const char *name)
 {
     return dds_real_sym_in(name, NULL);
 }

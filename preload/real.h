@@ -17,6 +17,21 @@
 /* Hooks are the only symbols the library exports (see exports.map). */
 #define DDS_EXPORT __attribute__((visibility("default")))
 
+/* Code a sanitizer's runtime may reach while it starts (it calls sigaction()
+ * before it can track anything): when ddshim is built with ThreadSanitizer
+ * and preloaded into a program that is not, such code must carry no
+ * instrumentation. */
+#if defined(__SANITIZE_THREAD__)
+#define DDS_NO_TSAN __attribute__((no_sanitize("thread")))
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define DDS_NO_TSAN __attribute__((no_sanitize("thread")))
+#endif
+#endif
+#ifndef DDS_NO_TSAN
+#define DDS_NO_TSAN
+#endif
+
 void *dds_real_sym(const char *name);
 /* Same, also looking in the named libraries when RTLD_NEXT finds nothing.
  * libs: NULL-terminated list of sonames, e.g. {"libpq.so.5", NULL}. */

@@ -203,7 +203,9 @@ http {{
 
 def start_nginx(tmp, port, env, traced):
     os.makedirs(os.path.join(tmp, "www"), exist_ok=True)
-    open(os.path.join(tmp, "www", "index.html"), "w").write("hello from nginx\n" * 10)
+    page = os.path.join(tmp, "www", "index.html")
+    open(page, "w").write("hello from nginx\n" * 10)
+    os.utime(page, (1700000000, 1700000000))  # same Last-Modified/ETag in both runs
     conf = os.path.join(tmp, "nginx.conf")
     open(conf, "w").write(NGINX_CONF.format(d=tmp, port=port))
     cmd = ["/usr/sbin/nginx", "-c", conf, "-p", tmp]
