@@ -47,7 +47,7 @@ endif
 
 # Libraries that could clash with the host program's own copies are linked
 # statically and hidden; jansson's archive is not PIC, so it stays dynamic.
-# libcurl is dlopen()ed by the writer thread, never linked.
+# No libcurl: core/agent_http.c talks to the agent (see README).
 STATIC_LIBS := -Wl,-Bstatic -lmsgpackc -lpcre2-8 -Wl,-Bdynamic
 DYN_LIBS    := -ljansson -ldl -lpthread
 
