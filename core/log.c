@@ -86,8 +86,9 @@ static int log_get_fd(void)
         return -1;
     if (log_mode == 1)
         return 2;
-    if (log_fd >= 0)
-        return log_fd;
+    int cur = __atomic_load_n(&log_fd, __ATOMIC_ACQUIRE); /* dds_log_fd_lost may reset it */
+    if (cur >= 0)
+        return cur;
     if (log_open_failed)
         return -1;
     /* Only a regular file: a FIFO planted at the path (the default one is in a
@@ -134,13 +135,33 @@ static int log_admit(struct timespec *ts)
     return fd;
 }
 
+/* UTC calendar date from days since 1970-01-01 (Howard Hinnant's
+ * days-to-civil), in plain arithmetic. Not gmtime_r: it takes glibc's
+ * tzset lock, and a fork while the writer thread held it left the child
+ * (a daemonizing program) hanging at its first log line. */
+static void civil_from_days(long long z, int *y, int *m, int *d)
+{
+    z += 719468;
+    long long era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = (int)(yoe + era * 400 + (*m <= 2));
+}
+
 static int log_stamp(char *buf, size_t cap, const struct timespec *ts, int level)
 {
     static const char *names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
-    struct tm tm;
-    gmtime_r(&ts->tv_sec, &tm);
-    return snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ddshim[%d] %s: ", tm.tm_year + 1900,
-                    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts->tv_nsec / 1000000,
+    long long secs = (long long)ts->tv_sec;
+    long long days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400;
+    long long rem = secs - days * 86400;
+    int y, mo, d;
+    civil_from_days(days, &y, &mo, &d);
+    return snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ddshim[%d] %s: ", y, mo, d,
+                    (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), ts->tv_nsec / 1000000,
                     (int)getpid(), names[level & 3]);
 }
 
