@@ -248,13 +248,16 @@ def test_delivery_resumes_after_agent_restart(recorder, tmp, rel):
     a = Agent(d1, args=["--port", str(port)])
     cmd = [REL_CLIENT, "127.0.0.1", str(recorder.port), "get:/up", "stdin", "get:/down", "stdin",
            "get:/again", "stdin", "return:0"]
-    env = traced_env(None, tmp, DD_TRACE_AGENT_URL="http://127.0.0.1:%d" % port)
+    env = traced_env(None, tmp, DD_TRACE_AGENT_URL="http://127.0.0.1:%d" % port, DD_TRACE_DEBUG="true")
     p = subprocess.Popen([RUN] + cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     b = None
     try:
         assert p.stdout.readline() == b"get /up 200\n"
         assert [s["resource"] for s in a.wait_spans(1, timeout=5)] == ["GET /up"]
+        # The agent records a payload before it answers: kill it only once the
+        # writer has its answer, or the first send itself looks broken.
+        assert wait_until(lambda: "sent 1 traces" in ddshim_log(tmp), 5), ddshim_log(tmp)
         a.proc.send_signal(signal.SIGKILL)
         a.stop()
         rel.fault()
