@@ -40,7 +40,7 @@ typedef struct rate_table {
 /* Rules and limiter: written by init only, before any decide. */
 static rule *g_rules;
 static int g_nrules;
-static dds_limiter g_limiter;
+static dds_limiter g_limiter = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* Agent rates: the lock covers a pointer swap (writer) or one lookup
  * (application threads); the old table is freed outside it. */
@@ -335,7 +335,22 @@ int dds_sampler_init(const dds_config *cfg)
         double rate = cfg->sample_rate;
         r->rate = rate >= 0.0 && rate <= 1.0 ? rate : 1.0;
     }
-    dds_limiter_init(&g_limiter, cfg ? cfg->rate_limit : 100.0, mono_now());
+    /* Set up under the lock, never re-initialising the mutex: the fork
+     * handlers may hold it right now (another thread forking while this one
+     * starts tracing). */
+    dds_limiter fresh;
+    dds_limiter_init(&fresh, cfg ? cfg->rate_limit : 100.0, mono_now());
+    pthread_mutex_lock(&g_limiter.mu);
+    g_limiter.capacity = fresh.capacity;
+    g_limiter.tokens = fresh.tokens;
+    g_limiter.interval_ns = fresh.interval_ns;
+    g_limiter.next_refill_ns = fresh.next_refill_ns;
+    g_limiter.second = fresh.second;
+    g_limiter.allowed = fresh.allowed;
+    g_limiter.requested = fresh.requested;
+    memcpy(g_limiter.prev, fresh.prev, sizeof g_limiter.prev);
+    pthread_mutex_unlock(&g_limiter.mu);
+    pthread_mutex_destroy(&fresh.mu);
     return rc;
 }
 
