@@ -18,7 +18,7 @@ import time
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.path.join(ROOT, "build")
+BUILD = os.environ.get("DDSHIM_BUILD") or os.path.join(ROOT, "build")  # another tree: sanitizer builds
 LIB = os.path.join(BUILD, "libddshim.so")
 RUN = os.path.join(ROOT, "scripts", "ddshim-run")
 AGENT_BIN = os.path.join(BUILD, "ddshim-agent")
