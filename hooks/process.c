@@ -21,7 +21,10 @@
 
 static void flush_before_leaving(void)
 {
-    if (!dds_active || dds_in_shim || dds_queue_pending_spans() == 0 || getpid() != dds_pid)
+    /* Not from a signal handler: the flush locks and allocates, and the
+     * handler may have interrupted malloc or ddshim itself. */
+    if (!dds_active || dds_in_shim || dds_in_signal || dds_queue_pending_spans() == 0 ||
+        getpid() != dds_pid)
         return;
     int e = errno;
     dds_in_shim = 1;

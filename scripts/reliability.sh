@@ -179,7 +179,15 @@ for san in address thread; do
         say "SANITIZE=$san: integration and reliability suites against $b"
         rm -rf "$b/sanitizer-logs"
         mkdir -p "$b/sanitizer-logs"
-        out=$(DDSHIM_RELIABILITY_LOG= timeout -k 20 900 $MAKE -s SANITIZE=$san BUILD=$b integration 2>&1)
+        # Left out here, each for a reason outside ddshim: nginx and
+        # setuid/AT_SECURE programs (the loader refuses to preload a
+        # sanitizer runtime into a secure process); forking a multithreaded
+        # program (the sanitizers' allocators are not fork-safe: the child
+        # hangs in its first malloc); bounds on elapsed time (sanitizers are
+        # 2-10x slower); a count of the process's threads (TSan adds one);
+        # jemalloc preloaded next to the sanitizer's own allocator.
+        out=$(DDSHIM_RELIABILITY_LOG= PYTEST_ADDOPTS="-k 'not nginx and not setuid and not at_secure and not fork_while_spans_flow and not hanging_agent_is_bounded and not disabled_does_nothing and not jemalloc'" \
+              timeout -k 20 900 $MAKE -s SANITIZE=$san BUILD=$b integration 2>&1)
         rc=$?
         echo "$out" | grep -E 'passed|failed|error' | tail -4
         npass=$(echo "$out" | sed -n 's/.* \([0-9][0-9]*\) passed.*/\1/p' | awk '{s+=$1} END {print s+0}')

@@ -19,7 +19,9 @@ import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("DDSHIM_BUILD") or os.path.join(ROOT, "build")  # another tree: sanitizer builds
-LIB = os.path.join(BUILD, "libddshim.so")
+LIB = os.environ.get("DDSHIM_LIB") or os.path.join(BUILD, "libddshim.so")
+# Kept in traced environments: they select a sanitizer build (make test SANITIZE=...).
+BUILD_VARS = ("DDSHIM_BUILD", "DDSHIM_LIB", "DDSHIM_PRELOAD_EXTRA")
 RUN = os.path.join(ROOT, "scripts", "ddshim-run")
 AGENT_BIN = os.path.join(BUILD, "ddshim-agent")
 HELPERS = os.path.join(BUILD, "tests", "helpers")
@@ -165,7 +167,7 @@ def recorder():
 def traced_env(agent=None, tmpdir=None, **extra):
     env = dict(os.environ)
     for k in list(env):
-        if k.startswith("DD_") or k.startswith("DDSHIM_") or k == "LD_PRELOAD":
+        if (k.startswith("DD_") or k.startswith("DDSHIM_") or k == "LD_PRELOAD") and k not in BUILD_VARS:
             del env[k]
     if agent is not None:
         env["DD_TRACE_AGENT_URL"] = agent.url
