@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -36,11 +37,16 @@ pid_t dds_pid;
 static dds_config config;
 static pthread_once_t ready_once = PTHREAD_ONCE_INIT;
 static int ready_ok;
+/* 0 not started, 1 running, 2 done; init_here marks the thread running it. */
+static int init_state;
+static __thread int init_here;
 
 static void lazy_init(void)
 {
     int was = dds_in_shim;
     dds_in_shim = 1;
+    init_here = 1;
+    __atomic_store_n(&init_state, 1, __ATOMIC_RELEASE);
     if (dds_url_init(config.query_regexp) < 0)
         dds_log(DDS_LOG_WARN, "DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP does not compile; using the default");
     if (dds_sampler_init(&config) < 0)
@@ -50,7 +56,25 @@ static void lazy_init(void)
     dds_trace_complete_hook = dds_writer_enqueue;
     dds_writer_start();
     ready_ok = 1;
+    __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
+    init_here = 0;
     dds_in_shim = was;
+}
+
+/* A fork while another thread is inside lazy_init would leave the child with
+ * pthread_once "in progress" from an older fork generation, so the child runs
+ * lazy_init again, on the locks (PCRE2's JIT allocator, jansson, malloc
+ * arenas of the libraries it calls) that the vanished thread held: a hang.
+ * So the fork waits for the initialisation to finish. Bounded: past 2 s the
+ * fork goes on as it would without ddshim. */
+static void wait_for_lazy_init(void)
+{
+    if (init_here)
+        return;
+    for (int i = 0; i < 2000 && __atomic_load_n(&init_state, __ATOMIC_ACQUIRE) == 1; i++) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 int dds_ready(void)
@@ -64,6 +88,7 @@ int dds_ready(void)
 static void atfork_prepare(void)
 {
     if (dds_active) {
+        wait_for_lazy_init(); /* first: lazy_init takes the locks below */
         dds_sampler_atfork_prepare();
         dds_writer_atfork_prepare();
         dds_conn_atfork_prepare();

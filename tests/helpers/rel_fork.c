@@ -11,6 +11,11 @@
  *       K requests (spans still queued), then three children: one exit(0)s,
  *       one makes a request and exit(0)s, one makes a request and _exit(0)s.
  *       Prints "parent_requests K child_requests 2".
+ *   rel_fork HOST PORT initrace DELAY_US
+ *       a thread makes the process's first request (so ddshim's lazy
+ *       initialisation runs on that thread) while main forks DELAY_US after
+ *       the thread started; the child makes one request and exit(0)s. Exit
+ *       status 3 if the child hung (10 s), 1 if a request failed.
  *   rel_fork HOST PORT prefork N
  *       one request, then N children that each make one request and wait;
  *       prints "pids P1 P2 ..." once all are ready, waits for a line on stdin,
@@ -142,6 +147,33 @@ static int buffered(int k)
     return ok == k && bad == 0 ? 0 : 1;
 }
 
+static volatile int first_started;
+
+static void *first_request(void *arg)
+{
+    __atomic_store_n(&first_started, 1, __ATOMIC_RELEASE);
+    *(int *)arg = get("/first");
+    return NULL;
+}
+
+static int initrace(int delay_us)
+{
+    pthread_t t;
+    int first = -1;
+    pthread_create(&t, NULL, first_request, &first);
+    while (!__atomic_load_n(&first_started, __ATOMIC_ACQUIRE))
+        ;
+    if (delay_us > 0)
+        usleep((useconds_t)delay_us);
+    pid_t pid = fork();
+    if (pid == 0)
+        exit(get("/child") == 200 ? 0 : 1);
+    int r = pid < 0 ? 1 : reap(pid, 10000);
+    pthread_join(t, NULL);
+    printf("first %d child %s\n", first, r < 0 ? "hung" : r ? "failed" : "ok");
+    return r < 0 ? 3 : (r || first != 200) ? 1 : 0;
+}
+
 static int prefork(int n)
 {
     if (get("/master") != 200)
@@ -201,6 +233,8 @@ int main(int argc, char **argv)
         return stress(atoi(argv[4]), atoi(argv[5]));
     if (strcmp(argv[3], "buffered") == 0)
         return buffered(atoi(argv[4]));
+    if (strcmp(argv[3], "initrace") == 0)
+        return initrace(atoi(argv[4]));
     if (strcmp(argv[3], "prefork") == 0)
         return prefork(atoi(argv[4]));
     fprintf(stderr, "rel_fork: unknown mode %s\n", argv[3]);

@@ -60,6 +60,7 @@ PY = "/usr/bin/python3"
 REL_CLIENT = os.path.join(HELPERS, "rel_client")
 REL_FORK = os.path.join(HELPERS, "rel_fork")
 REL_LIBEARLY = os.path.join(HELPERS, "rel_libearly")
+REL_SLOWINIT = os.path.join(HELPERS, "rel_slowinit")
 TRACE_HEADERS = ("x-datadog-trace-id", "x-datadog-parent-id", "x-datadog-sampling-priority",
                  "x-datadog-origin", "x-datadog-tags", "traceparent", "tracestate")
 

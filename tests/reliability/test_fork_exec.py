@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import (REL_CLIENT, REL_FORK, RUN, ddshim_log, plain_env, settled, timed, traced_env)
+from conftest import (REL_CLIENT, REL_FORK, REL_SLOWINIT, RUN, ddshim_log, plain_env, settled, timed, traced_env)
 
 
 def counts(stdout):
@@ -61,6 +61,32 @@ def test_fork_while_spans_flow(agent, recorder, tmp, rel):
 @pytest.mark.slow
 def test_fork_while_spans_flow_many(agent, recorder, tmp, rel):
     fork_stress(agent, recorder, tmp, rel, forks=400, threads=3)
+
+
+def test_fork_during_lazy_init(agent, recorder, tmp, rel):
+    """A thread's first request runs ddshim's lazy initialisation while main
+    forks. rel_slowinit, preloaded after ddshim, makes that initialisation
+    take 300 ms and hold a lock throughout (as PCRE2's JIT allocator holds one
+    for a moment): the fork must wait for the initialisation to finish, so the
+    child never runs it again on a lock held by a thread it does not have
+    (that hung one child in a hundred in the fork stress test)."""
+    out = os.path.join(tmp, "json_loads.txt")
+    env = traced_env(agent, tmp, DDSHIM_FLUSH_INTERVAL_MS=50,
+                     DD_TRACE_SAMPLING_RULES='[{"service":"nothing-matches","sample_rate":1}]',
+                     LD_PRELOAD=REL_SLOWINIT, REL_SLOWINIT_OUT=out)
+    for delay_us in (100000, 0, 1000):
+        open(out, "w").close()
+        cmd = [RUN, REL_FORK, "127.0.0.1", str(recorder.port), "initrace", str(delay_us)]
+        r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        rel.input(1)
+        assert r.returncode == 0, (delay_us, r, ddshim_log(tmp))
+        assert r.stdout == b"first 200 child ok\n", r
+        calls = open(out).read().split("\n")[:-1]
+        # Once, by the parent's first request; the child inherits the result.
+        assert len(calls) == 1, (delay_us, calls)
+    spans = settled(agent, "http.client.request")
+    res = sorted(s["resource"] for s in spans)
+    assert res == ["GET /child"] * 3 + ["GET /first"] * 3
 
 
 def test_buffered_spans_sent_once(agent, recorder, tmp, rel):
