@@ -14,7 +14,9 @@
  *   rel_fork HOST PORT initrace DELAY_US
  *       a thread makes the process's first request (so ddshim's lazy
  *       initialisation runs on that thread) while main forks DELAY_US after
- *       the thread started; the child makes one request and exit(0)s. Exit
+ *       the thread started (with REL_SLOWINIT_OUT set: after that file got
+ *       its first line, i.e. inside the initialisation rel_slowinit slows
+ *       down); the child makes one request and exit(0)s. Exit
  *       status 3 if the child hung (10 s), 1 if a request failed.
  *   rel_fork HOST PORT prefork N
  *       one request, then N children that each make one request and wait;
@@ -31,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -163,6 +166,15 @@ static int initrace(int delay_us)
     pthread_create(&t, NULL, first_request, &first);
     while (!__atomic_load_n(&first_started, __ATOMIC_ACQUIRE))
         ;
+    /* With rel_slowinit preloaded: wait until the initialisation is inside
+     * its slow part (the file gets a line), so the fork lands there. */
+    const char *mark = getenv("REL_SLOWINIT_OUT");
+    for (int i = 0; mark && i < 5000; i++) {
+        struct stat st;
+        if (stat(mark, &st) == 0 && st.st_size > 0)
+            break;
+        usleep(1000);
+    }
     if (delay_us > 0)
         usleep((useconds_t)delay_us);
     pid_t pid = fork();

@@ -74,7 +74,7 @@ def test_fork_during_lazy_init(agent, recorder, tmp, rel):
     env = traced_env(agent, tmp, DDSHIM_FLUSH_INTERVAL_MS=50,
                      DD_TRACE_SAMPLING_RULES='[{"service":"nothing-matches","sample_rate":1}]',
                      LD_PRELOAD=REL_SLOWINIT, REL_SLOWINIT_OUT=out)
-    for delay_us in (100000, 0, 1000):
+    for delay_us in (0, 1000, 100000):  # after the initialisation began (see rel_fork)
         open(out, "w").close()
         cmd = [RUN, REL_FORK, "127.0.0.1", str(recorder.port), "initrace", str(delay_us)]
         r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
