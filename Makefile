@@ -116,7 +116,7 @@ FUZZ_FLAGS   := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefin
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_SRC_fuzz_http    := core/http.c core/url.c
 FUZZ_SRC_fuzz_inject  := core/http.c core/inject.c
-FUZZ_SRC_fuzz_extract := core/propagation.c
+FUZZ_SRC_fuzz_extract := core/propagation.c core/span.c core/ids.c core/config.c core/log.c core/guard.c
 FUZZ_SRC_fuzz_sql     := core/sql.c
 FUZZ_SRC_fuzz_conn    := core/conn.c core/http.c core/inject.c core/span.c core/ids.c \
                          core/propagation.c core/config.c core/url.c core/log.c core/guard.c

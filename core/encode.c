@@ -396,15 +396,15 @@ static uint32_t pack_root_meta(enc *e, const dds_trace *t)
         dds_format_rate(sm->ksr, buf);
         n += put_reserved(e, "_dd.p.ksr", buf);
     }
-    for (int i = 0; i < t->ctx.ntags && i < DDS_MAX_TRACE_TAGS; i++)
-        if (t->ctx.tags[i].key[0] && strcmp(t->ctx.tags[i].key, "_dd.p.tid") != 0)
-            n += put_reserved(e, t->ctx.tags[i].key, t->ctx.tags[i].val);
-    if (t->ctx.last_parent_id[0])
-        n += put_reserved(e, "_dd.parent_id", t->ctx.last_parent_id);
-    if (t->ctx.propagation_error[0])
-        n += put_reserved(e, "_dd.propagation_error", t->ctx.propagation_error);
-    if (t->ctx.w3c_extraction_error[0])
-        n += put_reserved(e, "_dd.w3c_extraction_error", t->ctx.w3c_extraction_error);
+    for (int i = 0; i < t->ctx->ntags && i < DDS_MAX_TRACE_TAGS; i++)
+        if (t->ctx->tags[i].key[0] && strcmp(t->ctx->tags[i].key, "_dd.p.tid") != 0)
+            n += put_reserved(e, t->ctx->tags[i].key, t->ctx->tags[i].val);
+    if (t->ctx->last_parent_id[0])
+        n += put_reserved(e, "_dd.parent_id", t->ctx->last_parent_id);
+    if (t->ctx->propagation_error[0])
+        n += put_reserved(e, "_dd.propagation_error", t->ctx->propagation_error);
+    if (t->ctx->w3c_extraction_error[0])
+        n += put_reserved(e, "_dd.w3c_extraction_error", t->ctx->w3c_extraction_error);
     return n;
 }
 
@@ -420,8 +420,8 @@ static void pack_meta(enc *e, const dds_trace *t, const dds_span *s, int is_root
         reserved_add(e, "runtime-id");
     put_raw(e, e->pre.data + e->pre_head, e->pre_meta - e->pre_head);
     n += e->pre_nmeta;
-    if (t->ctx.origin[0])
-        n += put_reserved(e, "_dd.origin", t->ctx.origin);
+    if (t->ctx->origin[0])
+        n += put_reserved(e, "_dd.origin", t->ctx->origin);
     if (is_root)
         n += pack_root_meta(e, t);
 

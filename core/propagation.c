@@ -1002,11 +1002,11 @@ static const char *dm_value(const dds_trace *t, int prio, int mech, char buf[16]
         buf[w.len] = '\0';
         return buf;
     }
-    int n = t->ctx.ntags < DDS_MAX_TRACE_TAGS ? t->ctx.ntags : DDS_MAX_TRACE_TAGS;
+    int n = t->ctx->ntags < DDS_MAX_TRACE_TAGS ? t->ctx->ntags : DDS_MAX_TRACE_TAGS;
     for (int i = 0; i < n; i++) {
         size_t kn, vn;
-        if (is_tag(&t->ctx.tags[i], "_dd.p.dm") && tag_ok(&t->ctx.tags[i], &kn, &vn))
-            return t->ctx.tags[i].val;
+        if (is_tag(&t->ctx->tags[i], "_dd.p.dm") && tag_ok(&t->ctx->tags[i], &kn, &vn))
+            return t->ctx->tags[i].val;
     }
     return NULL;
 }
@@ -1018,9 +1018,9 @@ static size_t encode_xdd_tags(const dds_trace *t, const char *dm, char *out, siz
         w_str(&w, "_dd.p.dm=");
         w_str(&w, dm);
     }
-    int n = t->ctx.ntags < DDS_MAX_TRACE_TAGS ? t->ctx.ntags : DDS_MAX_TRACE_TAGS;
+    int n = t->ctx->ntags < DDS_MAX_TRACE_TAGS ? t->ctx->ntags : DDS_MAX_TRACE_TAGS;
     for (int i = 0; i < n; i++) {
-        const dds_trace_tag *tg = &t->ctx.tags[i];
+        const dds_trace_tag *tg = &t->ctx->tags[i];
         size_t kn, vn;
         if (is_tag(tg, "_dd.p.dm") || is_tag(tg, "_dd.p.tid") || !tag_ok(tg, &kn, &vn))
             continue;
@@ -1064,10 +1064,10 @@ static void inject_datadog(wbuf *w, dds_trace *t, uint64_t span_id, const dds_co
     w_int(w, prio);
     w_crlf(w);
     int ok;
-    size_t on = field_len(t->ctx.origin, sizeof t->ctx.origin, &ok);
+    size_t on = field_len(t->ctx->origin, sizeof t->ctx->origin, &ok);
     if (ok && on > 0) {
         w_line_begin(w, "x-datadog-origin");
-        w_mem(w, t->ctx.origin, on);
+        w_mem(w, t->ctx->origin, on);
         w_crlf(w);
     }
     if (cfg->x_datadog_tags_max_length <= 0)
@@ -1079,8 +1079,9 @@ static void inject_datadog(wbuf *w, dds_trace *t, uint64_t span_id, const dds_co
     int over;
     size_t tn = encode_xdd_tags(t, dm, tags, sizeof tags, &over);
     if (over || tn > limit) {
-        set_error(t->ctx.propagation_error, sizeof t->ctx.propagation_error, "inject_max_size",
-                  NULL, 0);
+        dds_trace_context *c = t->ctx->propagation_error[0] ? NULL : dds_trace_ctx_mut(t);
+        if (c)
+            set_error(c->propagation_error, sizeof c->propagation_error, "inject_max_size", NULL, 0);
     } else if (tn > 0) {
         w_line_begin(w, "x-datadog-tags");
         w_mem(w, tags, tn);
@@ -1125,18 +1126,18 @@ static void inject_tracecontext(wbuf *w, dds_trace *t, uint64_t span_id, int pri
     w_str(&d, ";p:");
     w_hex16(&d, span_id);
     int ok;
-    size_t on = field_len(t->ctx.origin, sizeof t->ctx.origin, &ok);
+    size_t on = field_len(t->ctx->origin, sizeof t->ctx->origin, &ok);
     if (ok && on > 0) {
         w_str(&d, ";o:");
-        w_ts_sanitized(&d, t->ctx.origin, on, 0);
+        w_ts_sanitized(&d, t->ctx->origin, on, 0);
     }
     if (dm != NULL) {
         w_str(&d, ";t.dm:");
         w_ts_sanitized(&d, dm, strlen(dm), 0);
     }
-    int nt = t->ctx.ntags < DDS_MAX_TRACE_TAGS ? t->ctx.ntags : DDS_MAX_TRACE_TAGS;
+    int nt = t->ctx->ntags < DDS_MAX_TRACE_TAGS ? t->ctx->ntags : DDS_MAX_TRACE_TAGS;
     for (int i = 0; i < nt; i++) {
-        const dds_trace_tag *tg = &t->ctx.tags[i];
+        const dds_trace_tag *tg = &t->ctx->tags[i];
         size_t kn, vn;
         if (is_tag(tg, "_dd.p.dm") || is_tag(tg, "_dd.p.tid") || !tag_ok(tg, &kn, &vn))
             continue;
@@ -1145,10 +1146,10 @@ static void inject_tracecontext(wbuf *w, dds_trace *t, uint64_t span_id, int pri
         w_ch(&d, ':');
         w_ts_sanitized(&d, tg->val, vn, 0);
     }
-    size_t un = field_len(t->ctx.dd_unknown, sizeof t->ctx.dd_unknown, &ok);
-    if (ok && un > 0 && memchr(t->ctx.dd_unknown, ',', un) == NULL) {
+    size_t un = field_len(t->ctx->dd_unknown, sizeof t->ctx->dd_unknown, &ok);
+    if (ok && un > 0 && memchr(t->ctx->dd_unknown, ',', un) == NULL) {
         w_ch(&d, ';');
-        w_mem(&d, t->ctx.dd_unknown, un);
+        w_mem(&d, t->ctx->dd_unknown, un);
     }
     size_t dn = d.len;
     while (dn > TS_DD_MAX) {
@@ -1160,10 +1161,10 @@ static void inject_tracecontext(wbuf *w, dds_trace *t, uint64_t span_id, int pri
 
     w_line_begin(w, "tracestate");
     w_mem(w, dd, dn);
-    size_t on2 = field_len(t->ctx.tracestate_other, sizeof t->ctx.tracestate_other, &ok);
+    size_t on2 = field_len(t->ctx->tracestate_other, sizeof t->ctx->tracestate_other, &ok);
     if (ok && on2 > 0) {
         /* At most 31 other members: 32 with ours. */
-        const char *o = t->ctx.tracestate_other;
+        const char *o = t->ctx->tracestate_other;
         size_t end = 0;
         int members = 0;
         while (end < on2 && members < TS_OTHER_MAX_MEMBERS) {
@@ -1223,7 +1224,7 @@ size_t dds_propagation_inject(dds_trace *t, uint64_t span_id, const dds_config *
         prio = t->sampling.priority;
         mech = t->sampling.mechanism;
     } else {
-        prio = t->ctx.has_priority ? t->ctx.priority : DDS_PRIO_AUTO_KEEP;
+        prio = t->ctx->has_priority ? t->ctx->priority : DDS_PRIO_AUTO_KEEP;
         mech = DDS_MECH_NONE;
     }
     char dmbuf[16];

@@ -495,8 +495,8 @@ void dds_sampler_decide(dds_trace *t, const dds_span *root)
     dds_sampling *s = &t->sampling;
     s->decided = 1;
     s->rule_psr = s->agent_psr = s->limit_psr = s->ksr = -1;
-    if (t->ctx.has_priority) {
-        s->priority = t->ctx.priority;
+    if (t->ctx->has_priority) {
+        s->priority = t->ctx->priority;
         s->mechanism = DDS_MECH_NONE;
         return;
     }

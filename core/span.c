@@ -173,14 +173,38 @@ int64_t dds_now_mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Zero a new trace but for ctx.tags: 4 KiB of its 5, never read past
- * ctx.ntags; clearing them was a large part of starting a span. */
-static void trace_clear(dds_trace *t)
+const dds_trace_context dds_context_none;
+
+/* A right-sized heap copy of c (dds_context_size bytes). */
+static dds_trace_context *context_copy(const dds_trace_context *c)
 {
-    size_t a = offsetof(dds_trace, ctx) + offsetof(dds_trace_context, tags);
-    size_t b = a + sizeof t->ctx.tags;
-    memset(t, 0, a);
-    memset((char *)t + b, 0, sizeof *t - b);
+    size_t n = dds_context_size(c);
+    dds_trace_context *d = malloc(n);
+    if (d)
+        memcpy(d, c, n);
+    return d;
+}
+
+static void context_release(const dds_trace_context *c)
+{
+    if (c && c != &dds_context_none)
+        free((void *)c);
+}
+
+dds_trace_context *dds_trace_ctx_mut(dds_trace *t)
+{
+    const dds_trace_context *cur = __atomic_load_n(&t->ctx, __ATOMIC_ACQUIRE);
+    if (cur != &dds_context_none)
+        return (dds_trace_context *)cur;
+    /* Full size: the caller may add tags. */
+    dds_trace_context *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    if (!__atomic_compare_exchange_n(&t->ctx, &cur, c, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        free(c); /* another thread made one first */
+        return (dds_trace_context *)cur;
+    }
+    return c;
 }
 
 static dds_trace *trace_new(const dds_trace_context *remote)
@@ -188,13 +212,22 @@ static dds_trace *trace_new(const dds_trace_context *remote)
     dds_trace *t = pool_get(&trace_pool, sizeof *t);
     if (t == NULL)
         return NULL;
-    trace_clear(t);
+    memset(t, 0, sizeof *t);
+    t->ctx = &dds_context_none;
     pthread_mutex_init(&t->mu, NULL);
     t->refs = 1;
     t->sampling.mechanism = DDS_MECH_NONE;
     t->sampling.rule_psr = t->sampling.agent_psr = t->sampling.limit_psr = t->sampling.ksr = -1;
     if (remote != NULL) {
-        t->ctx = *remote;
+        if (dds_context_has_extras(remote)) {
+            const dds_trace_context *c = context_copy(remote);
+            if (c == NULL) {
+                pthread_mutex_destroy(&t->mu);
+                pool_put(&trace_pool, t);
+                return NULL;
+            }
+            t->ctx = c;
+        }
         t->trace_id_hi = remote->trace_id_hi;
         t->trace_id_lo = remote->trace_id_lo;
         t->is_continued = remote->trace_id_lo != 0 || remote->trace_id_hi != 0;
@@ -232,7 +265,8 @@ dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent
             goto started;
         }
         /* The parent's chunk is gone: continue the same trace in a new chunk. */
-        dds_trace_context c = t->ctx;
+        dds_trace_context c;
+        memcpy(&c, t->ctx, dds_context_size(t->ctx));
         c.trace_id_hi = t->trace_id_hi;
         c.trace_id_lo = t->trace_id_lo;
         c.parent_id = parent->span_id;
@@ -504,6 +538,7 @@ void dds_trace_free(dds_trace *t)
         s = n;
     }
     pthread_mutex_destroy(&t->mu);
+    context_release(t->ctx);
     pool_put(&trace_pool, t);
 }
 

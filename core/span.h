@@ -77,7 +77,8 @@ typedef struct dds_trace {
     int nfinished;
     dds_span *finished;         /* finished spans, newest first */
     dds_span *finished_tail;
-    dds_trace_context ctx;      /* origin, _dd.p.* tags, tracestate to carry on */
+    const dds_trace_context *ctx; /* origin, _dd.p.* tags, tracestate to carry on:
+                                   * a right-sized copy, or dds_context_none */
     dds_sampling sampling;
     int is_continued;           /* the root continues a remote parent */
     int completed;              /* handed to the complete hook; no new children */
@@ -112,6 +113,15 @@ void dds_span_set_error(dds_span *s, const char *msg);
  * the trace's last open span, the chunk is handed to dds_trace_complete_hook. */
 void dds_span_finish(dds_span *s);
 void dds_span_finish_at(dds_span *s, int64_t mono_ns);
+
+/* An empty context: what a trace with nothing to carry points at. */
+extern const dds_trace_context dds_context_none;
+
+/* The trace's context, made writable: when it is dds_context_none, a
+ * full-size empty one is allocated first (so tags may be added); a copy made
+ * from an extracted context is right-sized, so add no tags to that. NULL if
+ * out of memory. */
+dds_trace_context *dds_trace_ctx_mut(dds_trace *t);
 
 /* Make the sampling decision now if it is not made yet (before the first
  * injection, or when the chunk completes). Calls dds_trace_decide_hook. */

@@ -196,7 +196,8 @@ static dds_trace *finish_root(dds_span *root)
 
 static void set_tag(dds_trace *t, const char *k, const char *v)
 {
-    dds_trace_tag *tg = &t->ctx.tags[t->ctx.ntags++];
+    dds_trace_context *c = dds_trace_ctx_mut(t);
+    dds_trace_tag *tg = &c->tags[c->ntags++];
     snprintf(tg->key, sizeof tg->key, "%s", k);
     snprintf(tg->val, sizeof tg->val, "%s", v);
 }
@@ -231,12 +232,13 @@ static void test_chunk_fields_and_tags(void **state)
     t->trace_id_hi = 0x6553f0ab00000000ULL;
     t->sampling = (dds_sampling){.decided = 1, .priority = 2, .mechanism = DDS_MECH_RULE,
                                  .rule_psr = 0.5, .agent_psr = -1, .limit_psr = 0.75, .ksr = 0.5};
-    snprintf(t->ctx.origin, sizeof t->ctx.origin, "synthetics");
+    dds_trace_context *c = dds_trace_ctx_mut(t);
+    snprintf(c->origin, sizeof c->origin, "synthetics");
     set_tag(t, "_dd.p.usr.id", "dXNlcg==");
     set_tag(t, "_dd.p.dm", "-4"); /* a local decision replaces the extracted one */
-    snprintf(t->ctx.last_parent_id, sizeof t->ctx.last_parent_id, "00f067aa0ba902b7");
-    snprintf(t->ctx.propagation_error, sizeof t->ctx.propagation_error, "inject_max_size");
-    snprintf(t->ctx.w3c_extraction_error, sizeof t->ctx.w3c_extraction_error, "malformed_traceparent");
+    snprintf(c->last_parent_id, sizeof c->last_parent_id, "00f067aa0ba902b7");
+    snprintf(c->propagation_error, sizeof c->propagation_error, "inject_max_size");
+    snprintf(c->w3c_extraction_error, sizeof c->w3c_extraction_error, "malformed_traceparent");
 
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);

@@ -98,9 +98,21 @@ static const char *find_line(const char *buf, const char *name, char *val, size_
     return NULL;
 }
 
-static void mktrace(dds_trace *t, uint64_t hi, uint64_t lo, int prio, int mech)
+/* A trace's context is a pointer (core/span.h); each test trace gets a
+ * full-size one of its own to fill. */
+static dds_trace_context test_ctx;
+#define TCTX(t) (*(dds_trace_context *)(t).ctx)
+
+static void clear_trace(dds_trace *t)
 {
     memset(t, 0, sizeof *t);
+    memset(&test_ctx, 0, sizeof test_ctx);
+    t->ctx = &test_ctx;
+}
+
+static void mktrace(dds_trace *t, uint64_t hi, uint64_t lo, int prio, int mech)
+{
+    clear_trace(t);
     t->trace_id_hi = hi;
     t->trace_id_lo = lo;
     t->sampling.decided = 1;
@@ -132,8 +144,8 @@ static void roundtrip(int style, uint64_t hi, uint64_t lo, int prio, const char 
     dds_trace t;
     mktrace(&t, hi, lo, prio, DDS_MECH_RULE);
     if (origin)
-        snprintf(t.ctx.origin, sizeof t.ctx.origin, "%s", origin);
-    add_ctx_tag(&t.ctx, "_dd.p.usr.id", "b64=ab");
+        snprintf(TCTX(t).origin, sizeof TCTX(t).origin, "%s", origin);
+    add_ctx_tag(&TCTX(t), "_dd.p.usr.id", "b64=ab");
     uint64_t span = 0x0123456789abcdefULL;
     char buf[DDS_PROPAGATION_INJECT_MAX];
     size_t n = dds_propagation_inject(&t, span, &c, buf, sizeof buf);
@@ -200,7 +212,7 @@ static void test_roundtrip_all_styles_at_once(void **state)
     dds_config c = mkcfg(4, styles);
     dds_trace t;
     mktrace(&t, 0x640cfd8d00000000ULL, 42, 2, DDS_MECH_MANUAL);
-    snprintf(t.ctx.origin, sizeof t.ctx.origin, "rum");
+    snprintf(TCTX(t).origin, sizeof TCTX(t).origin, "rum");
     char buf[DDS_PROPAGATION_INJECT_MAX];
     size_t n = dds_propagation_inject(&t, 7, &c, buf, sizeof buf);
     dds_hdr h[16];
@@ -225,9 +237,9 @@ static void test_inject_datadog_exact(void **state)
     dds_config c = cfg1(DDS_STYLE_DATADOG);
     dds_trace t;
     mktrace(&t, 0x640cfd8d00000000ULL, 1311768467294899695ULL, 1, DDS_MECH_AGENT_RATE);
-    snprintf(t.ctx.origin, sizeof t.ctx.origin, "synthetics");
-    add_ctx_tag(&t.ctx, "_dd.p.dm", "-0"); /* superseded by our decision */
-    add_ctx_tag(&t.ctx, "_dd.p.usr.id", "x");
+    snprintf(TCTX(t).origin, sizeof TCTX(t).origin, "synthetics");
+    add_ctx_tag(&TCTX(t), "_dd.p.dm", "-0"); /* superseded by our decision */
+    add_ctx_tag(&TCTX(t), "_dd.p.usr.id", "x");
     char buf[DDS_PROPAGATION_INJECT_MAX];
     size_t n = dds_propagation_inject(&t, 9876543210ULL, &c, buf, sizeof buf);
     const char *want = "x-datadog-trace-id: 1311768467294899695\r\n"
@@ -240,7 +252,7 @@ static void test_inject_datadog_exact(void **state)
 
     /* Dropped: no _dd.p.dm at all (cpp); 64-bit: no _dd.p.tid. */
     mktrace(&t, 0, 5, 0, DDS_MECH_AGENT_RATE);
-    add_ctx_tag(&t.ctx, "_dd.p.dm", "-0");
+    add_ctx_tag(&TCTX(t), "_dd.p.dm", "-0");
     n = dds_propagation_inject(&t, 6, &c, buf, sizeof buf);
     assert_string_equal(buf, "x-datadog-trace-id: 5\r\n"
                              "x-datadog-parent-id: 6\r\n"
@@ -248,19 +260,19 @@ static void test_inject_datadog_exact(void **state)
 
     /* Extracted decision (no mechanism): the incoming _dd.p.dm travels on. */
     mktrace(&t, 0, 5, 2, DDS_MECH_NONE);
-    add_ctx_tag(&t.ctx, "_dd.p.dm", "-4");
+    add_ctx_tag(&TCTX(t), "_dd.p.dm", "-4");
     n = dds_propagation_inject(&t, 6, &c, buf, sizeof buf);
     char v[256];
     assert_string_equal(find_line(buf, "x-datadog-tags", v, sizeof v), "_dd.p.dm=-4");
     assert_string_equal(find_line(buf, "x-datadog-sampling-priority", v, sizeof v), "2");
 
     /* Not decided yet: the extracted priority, else AUTO_KEEP. */
-    memset(&t, 0, sizeof t);
+    clear_trace(&t);
     t.trace_id_lo = 5;
     n = dds_propagation_inject(&t, 6, &c, buf, sizeof buf);
     assert_string_equal(find_line(buf, "x-datadog-sampling-priority", v, sizeof v), "1");
-    t.ctx.has_priority = 1;
-    t.ctx.priority = -1;
+    TCTX(t).has_priority = 1;
+    TCTX(t).priority = -1;
     n = dds_propagation_inject(&t, 6, &c, buf, sizeof buf);
     assert_string_equal(find_line(buf, "x-datadog-sampling-priority", v, sizeof v), "-1");
     (void)n;
@@ -272,11 +284,11 @@ static void test_inject_tracecontext_exact(void **state)
     dds_config c = cfg1(DDS_STYLE_TRACECONTEXT);
     dds_trace t;
     mktrace(&t, 0x640cfd8d00000000ULL, 0xabcdefab12345678ULL, 2, DDS_MECH_RULE);
-    snprintf(t.ctx.origin, sizeof t.ctx.origin, "a=b;c,d~e");
-    add_ctx_tag(&t.ctx, "_dd.p.usr.id", "v=1");
-    add_ctx_tag(&t.ctx, "_dd.p.k;x", "y");
-    snprintf(t.ctx.dd_unknown, sizeof t.ctx.dd_unknown, "x:1;y:2");
-    snprintf(t.ctx.tracestate_other, sizeof t.ctx.tracestate_other, "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
+    snprintf(TCTX(t).origin, sizeof TCTX(t).origin, "a=b;c,d~e");
+    add_ctx_tag(&TCTX(t), "_dd.p.usr.id", "v=1");
+    add_ctx_tag(&TCTX(t), "_dd.p.k;x", "y");
+    snprintf(TCTX(t).dd_unknown, sizeof TCTX(t).dd_unknown, "x:1;y:2");
+    snprintf(TCTX(t).tracestate_other, sizeof TCTX(t).tracestate_other, "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
     char buf[DDS_PROPAGATION_INJECT_MAX];
     size_t n = dds_propagation_inject(&t, 0x00f067aa0ba902b7ULL, &c, buf, sizeof buf);
     const char *want =
@@ -331,9 +343,9 @@ static void test_inject_tracestate_trimmed_to_256(void **state)
     for (int i = 0; i < 8; i++) {
         char k[16];
         snprintf(k, sizeof k, "_dd.p.k%d", i);
-        add_ctx_tag(&t.ctx, k, val);
+        add_ctx_tag(&TCTX(t), k, val);
     }
-    snprintf(t.ctx.tracestate_other, sizeof t.ctx.tracestate_other, "foo=bar");
+    snprintf(TCTX(t).tracestate_other, sizeof TCTX(t).tracestate_other, "foo=bar");
     char buf[DDS_PROPAGATION_INJECT_MAX], ts[1024];
     dds_propagation_inject(&t, 2, &c, buf, sizeof buf);
     assert_non_null(find_line(buf, "tracestate", ts, sizeof ts));
@@ -357,7 +369,7 @@ static void test_inject_tracestate_other_members_capped_at_31(void **state)
     mktrace(&t, 0, 1, 1, DDS_MECH_DEFAULT);
     size_t len = 0;
     for (int i = 0; i < 40; i++)
-        len += (size_t)snprintf(t.ctx.tracestate_other + len, sizeof t.ctx.tracestate_other - len,
+        len += (size_t)snprintf(TCTX(t).tracestate_other + len, sizeof TCTX(t).tracestate_other - len,
                                 "%sk%d=v", i ? "," : "", i);
     char buf[DDS_PROPAGATION_INJECT_MAX], ts[1024];
     dds_propagation_inject(&t, 2, &c, buf, sizeof buf);
@@ -377,27 +389,27 @@ static void test_inject_max_size(void **state)
     c.x_datadog_tags_max_length = 20;
     dds_trace t;
     mktrace(&t, 0, 1, 1, DDS_MECH_DEFAULT);
-    add_ctx_tag(&t.ctx, "_dd.p.usr.id", "a-long-enough-value");
+    add_ctx_tag(&TCTX(t), "_dd.p.usr.id", "a-long-enough-value");
     char buf[DDS_PROPAGATION_INJECT_MAX], v[128];
     size_t n = dds_propagation_inject(&t, 2, &c, buf, sizeof buf);
     assert_true(n > 0);
     assert_null(find_line(buf, "x-datadog-tags", v, sizeof v));
     assert_non_null(find_line(buf, "x-datadog-trace-id", v, sizeof v));
-    assert_string_equal(t.ctx.propagation_error, "inject_max_size");
+    assert_string_equal(TCTX(t).propagation_error, "inject_max_size");
 
     /* Exactly at the limit is fine. */
     c.x_datadog_tags_max_length = (int)strlen("_dd.p.dm=-0,_dd.p.usr.id=a-long-enough-value");
-    t.ctx.propagation_error[0] = '\0';
+    TCTX(t).propagation_error[0] = '\0';
     dds_propagation_inject(&t, 2, &c, buf, sizeof buf);
     assert_string_equal(find_line(buf, "x-datadog-tags", v, sizeof v),
                         "_dd.p.dm=-0,_dd.p.usr.id=a-long-enough-value");
-    assert_string_equal(t.ctx.propagation_error, "");
+    assert_string_equal(TCTX(t).propagation_error, "");
 
     /* 0 disables the header, without an error. */
     c.x_datadog_tags_max_length = 0;
     dds_propagation_inject(&t, 2, &c, buf, sizeof buf);
     assert_null(find_line(buf, "x-datadog-tags", v, sizeof v));
-    assert_string_equal(t.ctx.propagation_error, "");
+    assert_string_equal(TCTX(t).propagation_error, "");
 }
 
 static size_t tags_512(char *buf);
@@ -421,19 +433,19 @@ static void test_inject_worst_case_fits(void **state)
     c.x_datadog_tags_max_length = 100000;
     dds_trace t;
     mktrace(&t, UINT64_MAX, UINT64_MAX, -2147483647 - 1, DDS_MECH_NONE);
-    fill_max(&t.ctx);
+    fill_max(&TCTX(t));
     for (int i = 0; i < DDS_MAX_TRACE_TAGS; i++) {
-        snprintf(t.ctx.tags[i].key, sizeof t.ctx.tags[i].key, "_dd.p.%057d", i);
-        memset(t.ctx.tags[i].val, 'v', sizeof t.ctx.tags[i].val - 1);
+        snprintf(TCTX(t).tags[i].key, sizeof TCTX(t).tags[i].key, "_dd.p.%057d", i);
+        memset(TCTX(t).tags[i].val, 'v', sizeof TCTX(t).tags[i].val - 1);
     }
-    t.ctx.ntags = DDS_MAX_TRACE_TAGS;
+    TCTX(t).ntags = DDS_MAX_TRACE_TAGS;
     char buf[DDS_PROPAGATION_INJECT_MAX + 1];
     size_t n = dds_propagation_inject(&t, UINT64_MAX, &c, buf, DDS_PROPAGATION_INJECT_MAX);
     assert_true(n > 0 && n < DDS_PROPAGATION_INJECT_MAX);
     dds_hdr h[16];
     parse_lines(buf, n, h, 16);
     /* The tags were too big for x-datadog-tags (hard cap 640). */
-    assert_string_equal(t.ctx.propagation_error, "inject_max_size");
+    assert_string_equal(TCTX(t).propagation_error, "inject_max_size");
 
     /* Now the largest x-datadog-tags that extraction can produce. */
     char big[600];
@@ -443,17 +455,17 @@ static void test_inject_worst_case_fits(void **state)
     dds_trace_context x;
     assert_int_equal(dds_propagation_extract(in, NH(in), &dc, &x), 1);
     assert_int_equal(x.ntags, 3);
-    t.ctx = x;
-    fill_max(&t.ctx);
-    snprintf(t.ctx.tags[3].key, sizeof t.ctx.tags[3].key, "_dd.p.dm");
-    snprintf(t.ctx.tags[3].val, sizeof t.ctx.tags[3].val, "-1");
-    t.ctx.ntags = 4;
+    TCTX(t) = x;
+    fill_max(&TCTX(t));
+    snprintf(TCTX(t).tags[3].key, sizeof TCTX(t).tags[3].key, "_dd.p.dm");
+    snprintf(TCTX(t).tags[3].val, sizeof TCTX(t).tags[3].val, "-1");
+    TCTX(t).ntags = 4;
     t.sampling.priority = 2;
     n = dds_propagation_inject(&t, UINT64_MAX, &c, buf, DDS_PROPAGATION_INJECT_MAX);
     assert_true(n > 0 && n < DDS_PROPAGATION_INJECT_MAX);
     char v[1024];
     assert_non_null(find_line(buf, "x-datadog-tags", v, sizeof v));
-    assert_string_equal(t.ctx.propagation_error, "");
+    assert_string_equal(TCTX(t).propagation_error, "");
 }
 
 static void test_inject_does_not_fit(void **state)
@@ -484,11 +496,11 @@ static void test_inject_sanitizes_context(void **state)
     dds_config c = cfg2(DDS_STYLE_DATADOG, DDS_STYLE_TRACECONTEXT);
     dds_trace t;
     mktrace(&t, 0, 1, 1, DDS_MECH_DEFAULT);
-    snprintf(t.ctx.origin, sizeof t.ctx.origin, "evil\r\nX-Injected: 1");
-    add_ctx_tag(&t.ctx, "_dd.p.a", "b\r\nc");
-    add_ctx_tag(&t.ctx, "not.propagated", "x");
-    snprintf(t.ctx.tracestate_other, sizeof t.ctx.tracestate_other, "a=b\nc");
-    snprintf(t.ctx.dd_unknown, sizeof t.ctx.dd_unknown, "q:\x01");
+    snprintf(TCTX(t).origin, sizeof TCTX(t).origin, "evil\r\nX-Injected: 1");
+    add_ctx_tag(&TCTX(t), "_dd.p.a", "b\r\nc");
+    add_ctx_tag(&TCTX(t), "not.propagated", "x");
+    snprintf(TCTX(t).tracestate_other, sizeof TCTX(t).tracestate_other, "a=b\nc");
+    snprintf(TCTX(t).dd_unknown, sizeof TCTX(t).dd_unknown, "q:\x01");
     char buf[DDS_PROPAGATION_INJECT_MAX];
     size_t n = dds_propagation_inject(&t, 2, &c, buf, sizeof buf);
     dds_hdr h[16];

@@ -63,6 +63,7 @@ static dds_sampling decide(uint64_t lo, const char *name, const char *resource, 
         dds_span_set_meta(root, tk, tv);
     dds_trace t;
     memset(&t, 0, sizeof t);
+    t.ctx = &dds_context_none;
     t.trace_id_lo = lo;
     dds_sampler_decide(&t, root);
     dds_span_finish(root);
@@ -241,6 +242,7 @@ static void test_rules_resource_and_tags(void **state)
     dds_span_set_meta(root, "peer.service", "db");
     dds_trace t;
     memset(&t, 0, sizeof t);
+    t.ctx = &dds_context_none;
     t.trace_id_lo = KEEP_ID;
     dds_sampler_decide(&t, root);
     assert_int_equal(t.sampling.mechanism, DDS_MECH_RULE);
@@ -251,6 +253,7 @@ static void test_rules_resource_and_tags(void **state)
     dds_span_finish(root);
     /* A NULL root matches only rules without tags. */
     memset(&t, 0, sizeof t);
+    t.ctx = &dds_context_none;
     t.trace_id_lo = KEEP_ID;
     dds_sampler_decide(&t, NULL);
     assert_int_equal(t.sampling.mechanism, DDS_MECH_DEFAULT);
@@ -400,10 +403,13 @@ static void test_extracted_priority_kept(void **state)
     init_rules("[{\"sample_rate\":0}]", 0);
     for (int p = -1; p <= 2; p++) {
         dds_trace t;
+        dds_trace_context c;
         memset(&t, 0, sizeof t);
+        memset(&c, 0, sizeof c);
+        t.ctx = &c;
         t.trace_id_lo = KEEP_ID;
-        t.ctx.has_priority = 1;
-        t.ctx.priority = p;
+        c.has_priority = 1;
+        c.priority = p;
         dds_sampler_decide(&t, NULL);
         assert_int_equal(t.sampling.decided, 1);
         assert_int_equal(t.sampling.priority, p);
@@ -434,6 +440,7 @@ static void *decider(void *arg)
     for (int i = 0; i < 20000; i++) {
         dds_trace t;
         memset(&t, 0, sizeof t);
+        t.ctx = &dds_context_none;
         t.trace_id_lo = (uint64_t)i * 7919 + 1;
         dds_sampler_decide(&t, NULL);
         assert_true(t.sampling.agent_psr == 0.5 || t.sampling.agent_psr == 1.0);
