@@ -7,6 +7,7 @@
 
 static _Atomic(dds_trace *) q_head;
 static atomic_size_t q_spans;       /* spans reserved by pushers, not yet taken */
+static atomic_size_t q_inflight;    /* taken by the writer, not yet released */
 static atomic_size_t q_cap = DDS_QUEUE_DEFAULT_CAP;
 static _Atomic uint64_t q_dropped;
 
@@ -31,8 +32,9 @@ int dds_queue_push(dds_trace *t)
      * pushes the count over the cap for the others, even for an instant. */
     size_t cap = atomic_load_explicit(&q_cap, memory_order_relaxed);
     size_t before = atomic_load_explicit(&q_spans, memory_order_relaxed);
+    size_t held = atomic_load_explicit(&q_inflight, memory_order_relaxed);
     do {
-        if (before + n > cap) {
+        if (before + held + n > cap) {
             atomic_fetch_add_explicit(&q_dropped, n, memory_order_relaxed);
             dds_trace_free(t);
             return -1;
@@ -60,11 +62,23 @@ dds_trace *dds_queue_take_all(size_t *nspans)
         n += (size_t)t->nfinished;
         t = next;
     }
-    if (n)
+    if (n) {
+        atomic_fetch_add_explicit(&q_inflight, n, memory_order_relaxed);
         atomic_fetch_sub_explicit(&q_spans, n, memory_order_relaxed);
+    }
     if (nspans)
         *nspans = n;
     return ordered;
+}
+
+void dds_queue_release(size_t nspans)
+{
+    size_t held = atomic_load_explicit(&q_inflight, memory_order_relaxed);
+    size_t left;
+    do {
+        left = nspans < held ? held - nspans : 0;
+    } while (!atomic_compare_exchange_weak_explicit(&q_inflight, &held, left, memory_order_relaxed,
+                                                    memory_order_relaxed));
 }
 
 size_t dds_queue_pending_spans(void)
@@ -81,5 +95,6 @@ void dds_queue_reset_after_fork(void)
 {
     atomic_store_explicit(&q_head, NULL, memory_order_relaxed);
     atomic_store_explicit(&q_spans, 0, memory_order_relaxed);
+    atomic_store_explicit(&q_inflight, 0, memory_order_relaxed);
     atomic_store_explicit(&q_dropped, 0, memory_order_relaxed);
 }

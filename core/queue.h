@@ -6,7 +6,9 @@
  * must never block, take a lock or wait for the writer: the push is a lock-free
  * Treiber stack plus an atomic span counter. Over the cap the chunk is freed at
  * once and its spans are counted as dropped, so the memory held here is bounded
- * whatever the agent does. The writer thread (core/writer.c) takes the whole
+ * whatever the agent does. Chunks the writer has taken count against the cap
+ * until it releases them (dds_queue_release), so a batch held through a slow
+ * or hung agent request does not let another cap's worth pile up behind it. The writer thread (core/writer.c) takes the whole
  * stack in one atomic exchange and gets the chunks back in arrival order.
  *
  * The writer only ever takes everything at once and never pops single nodes,
@@ -32,8 +34,12 @@ void dds_queue_set_cap(size_t max_spans);
 int dds_queue_push(dds_trace *t);
 
 /* Take every queued chunk, oldest first (linked through qnext, NULL-terminated).
- * *nspans (may be NULL) receives their span count. The caller owns the list. */
+ * *nspans (may be NULL) receives their span count. The caller owns the list,
+ * and its spans still count against the cap until dds_queue_release. */
 dds_trace *dds_queue_take_all(size_t *nspans);
+
+/* The writer has freed nspans spans it took: they no longer count. */
+void dds_queue_release(size_t nspans);
 
 /* Spans currently queued (approximate while pushers run). */
 size_t dds_queue_pending_spans(void);

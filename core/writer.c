@@ -191,6 +191,7 @@ static int send_payload(const char *body, size_t len, size_t ntraces, size_t nsp
 }
 
 /* Frees n chunks; returns how many spans they held. */
+/* Free up to n chunks the writer took; they stop counting against the cap. */
 static size_t free_chunks(dds_trace *t, size_t n)
 {
     size_t spans = 0;
@@ -200,6 +201,7 @@ static size_t free_chunks(dds_trace *t, size_t n)
         dds_trace_free(t);
         t = next;
     }
+    dds_queue_release(spans);
     return spans;
 }
 

@@ -189,10 +189,12 @@ static int setup(void **state)
     rates_body[0] = '\0';
     dds_writer_rates_hook = on_rates;
     /* A failed test may leave chunks queued: never let them leak into the next. */
-    for (dds_trace *t = dds_queue_take_all(NULL), *n; t; t = n) {
+    size_t taken = 0;
+    for (dds_trace *t = dds_queue_take_all(&taken), *n; t; t = n) {
         n = t->qnext;
         dds_trace_free(t);
     }
+    dds_queue_release(taken);
     return 0;
 }
 
