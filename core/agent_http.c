@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -117,11 +118,36 @@ static int wait_fd(int fd, short ev, long long deadline)
     }
 }
 
+/* The lowest descriptor number the agent connection may take: half the
+ * soft RLIMIT_NOFILE, at most DDS_HTTP_FD_FLOOR. The program's open(),
+ * socket() and accept() get the lowest free number, so after it closes ours
+ * (closefrom() while daemonizing, say) it would take that number back at
+ * once, and a writer still in the middle of a request could write into the
+ * program's file. Up here the number is not reused in practice; the close
+ * hooks also tell the writer (dds_http_fd_lost). Capped so that a huge limit
+ * does not grow the kernel's descriptor table. */
+int dds_http_fd_floor(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < 64)
+        return 0;
+    rlim_t half = rl.rlim_cur / 2;
+    return half > DDS_HTTP_FD_FLOOR ? DDS_HTTP_FD_FLOOR : (int)half;
+}
+
 static int connect_addr(const struct sockaddr *sa, socklen_t sl, long long deadline)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return DDS_HTTP_ERR_CONNECT;
+    int floor = dds_http_fd_floor();
+    if (floor > 0 && fd < floor) {
+        int high = fcntl(fd, F_DUPFD_CLOEXEC, floor);
+        if (high >= 0) {
+            close(fd);
+            fd = high;
+        }
+    }
     if (connect(fd, sa, sl) < 0) {
         if (errno != EINPROGRESS) {
             close(fd);

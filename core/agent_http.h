@@ -62,6 +62,11 @@ void dds_http_atfork_child(void);
  * connection, forget it without closing it — that number may already be one
  * of the program's own files. Called by the close hooks; cheap. */
 int dds_http_owns_fd(int fd);
+
+/* The agent connection's descriptor is moved to at least this number (see
+ * agent_http.c): min(soft RLIMIT_NOFILE / 2, DDS_HTTP_FD_FLOOR), 0 = not moved. */
+#define DDS_HTTP_FD_FLOOR 512
+int dds_http_fd_floor(void);
 void dds_http_fd_lost(int fd);
 void dds_http_fds_lost_range(unsigned lo, unsigned hi);
 

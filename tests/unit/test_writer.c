@@ -387,6 +387,9 @@ static void test_program_closing_the_agent_socket(void **state)
         if (dds_http_owns_fd(i))
             fd = i;
     assert_true(fd >= 0); /* the kept-alive connection */
+    /* Far above the numbers the program's next open() would get. */
+    assert_true(dds_http_fd_floor() > 0);
+    assert_true(fd >= dds_http_fd_floor());
     int fl = fcntl(fd, F_GETFD);
     assert_true(fl >= 0 && (fl & FD_CLOEXEC));
     /* The program closes it and the number is reused for one of its files,
