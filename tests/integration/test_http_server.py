@@ -83,10 +83,14 @@ def test_chain_of_traced_processes_is_one_trace(agent, tmp):
     assert a_srv["resource"] == "GET /call"
     assert a_srv["meta"]["http.status_code"] == "200"
     assert a_srv["meta"]["http.useragent"].startswith("curl/")
-    # Child spans lie within their parents' time.
+    # Child spans lie within their parents' time. A server span ends when its
+    # process's write of the last response byte returns; the caller may have
+    # read that byte and ended its own span first, if the server was
+    # preempted between the two (milliseconds on a loaded 2-core machine).
+    # 50 ms still catches a span that ends at close or at the next request.
     for child, parent in ((a_srv, curl), (a_cli, a_srv), (b_srv, a_cli)):
         assert child["start"] >= parent["start"]
-        assert child["start"] + child["duration"] <= parent["start"] + parent["duration"] + 1000000
+        assert child["start"] + child["duration"] <= parent["start"] + parent["duration"] + 50000000
     assert ids[a_srv["parent_id"]] is curl
 
 
