@@ -28,9 +28,12 @@ static __thread dds_conn *tl_active_conn;
 static pthread_mutex_t free_mu = PTHREAD_MUTEX_INITIALIZER;
 static dds_conn *free_list;
 
+unsigned dds_conn_fork_epoch;
+
 void dds_conn_atfork_prepare(void)
 {
     pthread_mutex_lock(&free_mu);
+    __atomic_add_fetch(&dds_conn_fork_epoch, 1, __ATOMIC_RELAXED); /* seen by both processes */
 }
 
 void dds_conn_atfork_release(void)
@@ -59,6 +62,7 @@ dds_conn *dds_conn_new(int role, const char *peer_ip, int peer_port, pid_t pid)
     c->pid = pid;
     snprintf(c->peer_ip, sizeof c->peer_ip, "%s", peer_ip ? peer_ip : "");
     c->peer_port = peer_port;
+    c->fork_epoch = __atomic_load_n(&dds_conn_fork_epoch, __ATOMIC_RELAXED);
     /* Client: we send requests and read responses; server: the reverse. */
     dds_http_stream_init(&c->out, role == DDS_CONN_SERVER);
     dds_http_stream_init(&c->in, role == DDS_CONN_CLIENT);
@@ -211,8 +215,11 @@ static void client_in_cb(void *arg, int ev, const dds_http_msg *m)
     }
     if (ev != DDS_HTTP_EV_HEAD || m->status < 100)
         return;
-    if (c->nq == 0)
+    if (c->nq == 0) {
+        /* An answer to no request ddshim saw: some went out another way. */
+        dds_conn_wire_suspect(c);
         return;
+    }
     dds_conn_req r = q_pop(c);
     if (r.is_head)
         dds_http_stream_no_body(&c->in);
@@ -432,15 +439,27 @@ void dds_conn_received_opaque(dds_conn *c, size_t n)
     }
 }
 
-int dds_conn_wire_check_due(const dds_conn *c)
+int dds_conn_wire_check_due(dds_conn *c)
 {
-    return !c->dead && !c->inj.active && c->prepared == NULL && dds_http_stream_at_boundary(&c->out);
+    if (c->dead || c->inj.active || c->prepared != NULL || !dds_http_stream_at_boundary(&c->out))
+        return 0;
+    if (!c->wire_checked || __atomic_load_n(&c->wire_always, __ATOMIC_RELAXED) ||
+        c->fork_epoch != __atomic_load_n(&dds_conn_fork_epoch, __ATOMIC_RELAXED))
+        return 1;
+    return ++c->wire_starts >= DDS_CONN_WIRE_CHECK_EVERY;
 }
 
 void dds_conn_check_wire(dds_conn *c, uint64_t kernel_out)
 {
+    c->wire_checked = 1;
+    c->wire_starts = 0;
     if (kernel_out != c->wire_out && !c->inj.active)
         go_dead(c);
+}
+
+void dds_conn_wire_suspect(dds_conn *c)
+{
+    __atomic_store_n(&c->wire_always, 1, __ATOMIC_RELAXED); /* may be called without c->mu */
 }
 
 void dds_conn_received(dds_conn *c, const struct iovec *iov, int n, size_t len)

@@ -62,7 +62,21 @@ typedef struct dds_conn {
     int64_t req_start_mono, req_start_wall; /* server: when the current request's first byte came */
     int req_started;
     uint64_t wire_out;           /* bytes the kernel took through ddshim (the app's and injected) */
+    /* When to compare wire_out with the kernel's count (dds_conn_wire_check_due). */
+    uint32_t wire_starts;        /* message starts since the last comparison */
+    uint8_t wire_checked;        /* compared at least once */
+    uint8_t wire_always;         /* compare before every message: bytes may reach the socket
+                                  * from elsewhere (another process shares it, or the peer
+                                  * answered requests ddshim never saw) */
+    unsigned fork_epoch;         /* dds_conn_fork_epoch when the state was made */
 } dds_conn;
+
+/* Bumped by every fork() (dds_conn_atfork_prepare): a state older than the
+ * last fork may share its socket with another process. */
+extern unsigned dds_conn_fork_epoch;
+/* Message starts between two comparisons with the kernel's count, once the
+ * first one passed (see dds_conn_wire_check_due). */
+#define DDS_CONN_WIRE_CHECK_EVERY 16
 
 /* A new state with refs = 1 (NULL when out of memory). */
 dds_conn *dds_conn_new(int role, const char *peer_ip, int peer_port, pid_t pid);
@@ -91,14 +105,28 @@ ssize_t dds_conn_send_done(dds_conn *c, const struct iovec *app, int napp, int p
 /* Body bytes sent without passing through user space (sendfile). */
 void dds_conn_sent_opaque(dds_conn *c, size_t n);
 /* 1 when the next byte sent would start a message (a client's request, a
- * server's response): the moment to check that the kernel got nothing behind
- * ddshim's back (stdio's internal writes, sendmmsg, io_uring...). Given the
- * kernel's count of bytes written to the socket, dds_conn_check_wire turns
- * the connection passive if it differs from wire_out: ddshim no longer knows
- * where messages start, and injecting into what might be a body would
- * corrupt it (a response would be matched to the wrong request). */
-int dds_conn_wire_check_due(const dds_conn *c);
+ * server's response) and it is time to check that the kernel got nothing
+ * behind ddshim's back (stdio's internal writes, sendmmsg, io_uring, another
+ * process writing to the same socket...). Given the kernel's count of bytes
+ * written to the socket, dds_conn_check_wire turns the connection passive if
+ * it differs from wire_out: ddshim no longer knows where messages start, and
+ * injecting into what might be a body would corrupt it (a response would be
+ * matched to the wrong request).
+ *
+ * The comparison costs a system call, so it is not made before every
+ * message: always before the first one of a connection (a program that
+ * writes heads through stdio or sendmmsg does so from its first request);
+ * before every one when the socket may be written from elsewhere (the state
+ * predates a fork, or was taken over by a fork child, or the peer answered
+ * a request ddshim never saw, or the fd was duplicated with dup2/dup3:
+ * dds_conn_wire_suspect); otherwise once every DDS_CONN_WIRE_CHECK_EVERY
+ * message starts. Bytes that went by unseen make the counts differ for good,
+ * so any later comparison still catches them. Counts the message start when
+ * it says 0. */
+int dds_conn_wire_check_due(dds_conn *c);
 void dds_conn_check_wire(dds_conn *c, uint64_t kernel_out);
+/* Compare before every message from now on (see above). Safe without c->mu. */
+void dds_conn_wire_suspect(dds_conn *c);
 
 /* Incoming bytes the program never saw in user space (splice from the
  * socket): they only count down the framing, like dds_conn_sent_opaque. */

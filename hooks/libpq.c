@@ -140,18 +140,34 @@ typedef struct pq_conn {
     pid_t pid;            /* the process whose spans the items are */
     int tags_read;
     char *db, *user, *host;
+    size_t db_len, user_len, host_len;
     double port;          /* 0: unknown */
     pq_item *head, *tail;
+    pq_item *spare;       /* popped items kept for reuse (at most PQ_SPARE_MAX) */
+    int nspare;
     int nopen;            /* items with a span */
     pq_prep *preps;       /* PQ_MAX_PREPARED slots, a ring; NULL until a prepare */
     int prep_next;
 } pq_conn;
 
 #define PQ_BUCKETS 256
+#define PQ_SPARE_MAX 8
 static pq_conn *buckets[PQ_BUCKETS];
 static int nconns;        /* entries in buckets (read without the lock as a hint) */
 static int npending;      /* items queued, all connections (hint for PQgetResult) */
 static pthread_mutex_t table_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* The last connection this thread looked up, valid while table_gen has not
+ * moved: a program runs statement after statement on the same PGconn, and
+ * the table's lock and hash chain cost more than the rest of PQgetResult's
+ * hook. table_gen changes whenever an entry leaves the table (PQfinish,
+ * reset of a stale address), so a cached entry is never one that was freed.
+ * An entry only leaves through its own PGconn, which libpq lets one thread
+ * use at a time: none can leave between the check and the use. */
+static unsigned table_gen;
+static __thread const PGconn *tl_conn __attribute__((tls_model("initial-exec")));
+static __thread pq_conn *tl_pc __attribute__((tls_model("initial-exec")));
+static __thread unsigned tl_gen __attribute__((tls_model("initial-exec")));
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void table_lock(void) { pthread_mutex_lock(&table_mu); }
@@ -177,6 +193,29 @@ static void items_drop(pq_conn *pc)
     pc->nopen = 0;
 }
 
+/* An item popped from the FIFO: kept for the next statement (a malloc and a
+ * free per asynchronous statement otherwise). */
+static void item_release(pq_conn *pc, pq_item *it)
+{
+    if (pc->nspare < PQ_SPARE_MAX) {
+        it->next = pc->spare;
+        pc->spare = it;
+        pc->nspare++;
+        return;
+    }
+    free(it);
+}
+
+static void spares_free(pq_conn *pc)
+{
+    for (pq_item *it = pc->spare, *nx; it; it = nx) {
+        nx = it->next;
+        free(it);
+    }
+    pc->spare = NULL;
+    pc->nspare = 0;
+}
+
 /* The state of conn, created when `create` and there is room. The caller
  * owns the connection (libpq's rule: one thread at a time per PGconn), so the
  * entry is used without the lock once found. */
@@ -184,6 +223,14 @@ static pq_conn *conn_get(const PGconn *conn, int create)
 {
     if (conn == NULL || (!create && __atomic_load_n(&nconns, __ATOMIC_RELAXED) == 0))
         return NULL;
+    if (conn == tl_conn && tl_gen == __atomic_load_n(&table_gen, __ATOMIC_ACQUIRE)) {
+        pq_conn *hit = tl_pc;
+        if (hit->pid != dds_pid) {
+            items_drop(hit);
+            hit->pid = dds_pid;
+        }
+        return hit;
+    }
     pthread_once(&atfork_once, atfork_register);
     unsigned b = bucket_of(conn);
     table_lock();
@@ -197,7 +244,13 @@ static pq_conn *conn_get(const PGconn *conn, int create)
         buckets[b] = pc;
         __atomic_add_fetch(&nconns, 1, __ATOMIC_RELAXED);
     }
+    unsigned gen = __atomic_load_n(&table_gen, __ATOMIC_RELAXED);
     table_unlock();
+    if (pc) {
+        tl_conn = conn;
+        tl_pc = pc;
+        tl_gen = gen;
+    }
     if (pc && pc->pid != dds_pid) {
         items_drop(pc);
         pc->pid = dds_pid;
@@ -222,6 +275,8 @@ static void conn_forget(const PGconn *conn)
     if (pc) {
         *pp = pc->next;
         __atomic_sub_fetch(&nconns, 1, __ATOMIC_RELAXED);
+        /* Every thread's cached entry is stale from now on. */
+        __atomic_add_fetch(&table_gen, 1, __ATOMIC_RELEASE);
     }
     table_unlock();
     if (pc == NULL)
@@ -230,6 +285,7 @@ static void conn_forget(const PGconn *conn)
         items_finish_all(pc);
     else
         items_drop(pc);
+    spares_free(pc);
     prep_clear(pc);
     free(pc->db);
     free(pc->user);
@@ -337,30 +393,39 @@ static void set_conn_tags(dds_span *s, PGconn *conn, pq_conn *pc)
 {
     const char *db, *user, *host;
     double port;
+    size_t dbl, userl, hostl;
     if (pc && !pc->tags_read && api.status(conn) == CONNECTION_OK) {
         pc->db = tag_dup(api.db(conn));
         pc->user = tag_dup(api.user(conn));
         pc->host = tag_dup(api.host(conn));
+        pc->db_len = pc->db ? strlen(pc->db) : 0;
+        pc->user_len = pc->user ? strlen(pc->user) : 0;
+        pc->host_len = pc->host ? strlen(pc->host) : 0;
         const char *p = api.port(conn);
         pc->port = p && *p ? strtod(p, NULL) : 0;
         pc->tags_read = 1;
     }
     if (pc && pc->tags_read) {
+        /* The common case: the strings kept at the first statement. */
         db = pc->db, user = pc->user, host = pc->host, port = pc->port;
+        dbl = pc->db_len, userl = pc->user_len, hostl = pc->host_len;
     } else {
         db = api.db(conn), user = api.user(conn), host = api.host(conn);
         const char *p = api.port(conn);
         port = p && *p ? strtod(p, NULL) : 0;
+        dbl = db ? strnlen(db, PQ_TAG_MAX) : 0;
+        userl = user ? strnlen(user, PQ_TAG_MAX) : 0;
+        hostl = host ? strnlen(host, PQ_TAG_MAX) : 0;
     }
-    if (db && *db) {
-        dds_span_set_meta_n(s, "db.name", db, strnlen(db, PQ_TAG_MAX));
-        dds_span_set_meta_n(s, "peer.service", db, strnlen(db, PQ_TAG_MAX));
+    if (dbl) {
+        dds_span_set_meta_n(s, "db.name", db, dbl);
+        dds_span_set_meta_n(s, "peer.service", db, dbl);
         dds_span_set_meta(s, "_dd.peer.service.source", "db.name");
     }
-    if (user && *user)
-        dds_span_set_meta_n(s, "db.user", user, strnlen(user, PQ_TAG_MAX));
-    if (host && *host)
-        dds_span_set_meta_n(s, "out.host", host, strnlen(host, PQ_TAG_MAX));
+    if (userl)
+        dds_span_set_meta_n(s, "db.user", user, userl);
+    if (hostl)
+        dds_span_set_meta_n(s, "out.host", host, hostl);
     if (port > 0)
         dds_span_set_metric(s, "network.destination.port", port);
 }
@@ -393,13 +458,17 @@ static void set_resource(dds_span *s, int kind, const char *arg, pq_conn *pc, ch
     const char *name = arg ? arg : "";
     switch (kind) {
     case RES_SQL: {
+        if (obfuscated == NULL) {
+            /* The common case (not a prepare): nothing to keep, no malloc. */
+            char ob[DDS_SQL_MAX_OUTPUT + 4];
+            if (arg && dds_sql_obfuscate(arg, strnlen(arg, DDS_SQL_MAX_INPUT + 1), ob, sizeof ob) > 0)
+                dds_span_set_resource(s, ob);
+            return;
+        }
         char *o = dds_sql_obfuscate_dup(arg);
         if (o && *o)
             dds_span_set_resource(s, o);
-        if (obfuscated)
-            *obfuscated = o;
-        else
-            free(o);
+        *obfuscated = o;
         return;
     }
     case RES_EXECUTE: {
@@ -510,7 +579,13 @@ static void item_finish(pq_item *it, int64_t end_mono)
 
 static void item_push(pq_conn *pc, pq_item *tmpl)
 {
-    pq_item *it = malloc(sizeof *it);
+    pq_item *it = pc->spare;
+    if (it) {
+        pc->spare = it->next;
+        pc->nspare--;
+    } else {
+        it = malloc(sizeof *it);
+    }
     if (it == NULL) {
         item_finish(tmpl, 0);
         return;
@@ -551,7 +626,7 @@ static void items_finish_all(pq_conn *pc)
     pq_item *it;
     while ((it = item_pop(pc)) != NULL) {
         item_finish(it, it->last_mono);
-        free(it);
+        item_release(pc, it);
     }
 }
 
@@ -624,7 +699,7 @@ static void got_result(pq_conn *pc, PGresult *r)
             return;
         item_pop(pc);
         item_finish(it, dds_now_mono_ns());
-        free(it);
+        item_release(pc, it);
         return;
     }
     if (api.result_status(r) == PGRES_PIPELINE_SYNC) {
@@ -638,7 +713,7 @@ static void got_result(pq_conn *pc, PGresult *r)
             pq_item *x = item_pop(pc);
             int was_sync = x->sync;
             item_finish(x, x->last_mono ? x->last_mono : now);
-            free(x);
+            item_release(pc, x);
             if (was_sync)
                 break;
         }
@@ -864,7 +939,7 @@ DDS_EXPORT int PQendcopy(PGconn *conn)
         if (r != 0 && it->span)
             set_error(it->span, api.error_message(conn), NULL);
         item_finish(it, dds_now_mono_ns());
-        free(it);
+        item_release(pc, it);
     }
     dds_in_shim = 0;
     errno = e;
@@ -959,6 +1034,7 @@ static void before_reset(PGconn *conn)
         free(pc->user);
         free(pc->host);
         pc->db = pc->user = pc->host = NULL;
+        pc->db_len = pc->user_len = pc->host_len = 0;
         pc->port = 0;
         pc->tags_read = 0;
     }

@@ -161,8 +161,10 @@ static dds_conn *conn_enter(int fd)
          * are the parent's to finish; this process starts clean on the same
          * connection. */
         dds_conn *fresh = dds_conn_new(c->role, c->peer_ip, c->peer_port, pid);
-        if (fresh)
+        if (fresh) {
             fresh->wire_out = c->wire_out; /* the bytes already on this connection */
+            dds_conn_wire_suspect(fresh);  /* the parent may write to it too */
+        }
         dds_conn *expect = c;
         if (!__atomic_compare_exchange_n(&fd_table[fd], &expect, fresh ? fresh : DDS_IGNORED, 0,
                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
@@ -199,11 +201,27 @@ pass:
     return NULL;
 }
 
-static void conn_leave(dds_conn *c)
+static void conn_leave(dds_conn *c, int fd)
 {
-    if (c->dead && !c->inj.active)
+    int retire = 0;
+    if (c->dead && !c->inj.active) {
         __atomic_store_n(&c->passive, 1, __ATOMIC_RELAXED);
+        /* Passive for good, and nothing open that a later event (the
+         * response, the close) would finish: the state has nothing left to
+         * do, so the fd drops to the fast path (DDS_IGNORED), like a socket
+         * ddshim never tracked. Finishing the state now or at close does the
+         * same (nothing to finish), and close/accept/dup2 treat DDS_IGNORED
+         * like any state. A connection that died with requests in flight
+         * keeps its state until it is closed, which ends their spans. */
+        retire = c->nq == 0 && c->prepared == NULL;
+    }
     pthread_mutex_unlock(&c->mu);
+    if (retire) {
+        dds_conn *expect = c;
+        if (__atomic_compare_exchange_n(&fd_table[fd], &expect, DDS_IGNORED, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            conn_put(c); /* the table's reference */
+    }
     conn_put(c); /* with dds_in_shim still set: it may finish the state */
     dds_in_shim = 0;
 }
@@ -446,9 +464,21 @@ static ssize_t send_common(int fd, const struct iovec *iov, int n, int flags, co
         return plain(fd, iov, n, flags, m);
     ssize_t r = traced_send(c, fd, iov, n, flags, m, plain);
     int e = errno;
-    conn_leave(c);
+    conn_leave(c, fd);
     errno = e;
     return r;
+}
+
+/* The hooks below keep their fast path (an fd ddshim does not follow) short:
+ * one table load and a tail call to the real function; the traced path is a
+ * separate, never-inlined function, so that its locals and saved registers
+ * do not weigh on every untraced call. */
+#define DDS_SLOW __attribute__((noinline, cold))
+
+static DDS_SLOW ssize_t write_slow(int fd, const void *buf, size_t len)
+{
+    struct iovec v = {(void *)buf, len};
+    return send_common(fd, &v, 1, 0, NULL, plain_write);
 }
 
 DDS_EXPORT ssize_t write(int fd, const void *buf, size_t len)
@@ -456,8 +486,14 @@ DDS_EXPORT ssize_t write(int fd, const void *buf, size_t len)
     DDS_REAL(write);
     if (LIKELY(fd_untraced(fd)) && LIKELY(real_write != NULL))
         return real_write(fd, buf, len);
-    struct iovec v = {(void *)buf, len};
-    return send_common(fd, &v, 1, 0, NULL, plain_write);
+    return write_slow(fd, buf, len);
+}
+
+static DDS_SLOW ssize_t writev_slow(int fd, const struct iovec *iov, int n)
+{
+    if (n < 0 || n > IOV_MAX)
+        return plain_writev(fd, iov, n, 0, NULL);
+    return send_common(fd, iov, n, 0, NULL, plain_writev);
 }
 
 DDS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
@@ -465,9 +501,13 @@ DDS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
     DDS_REAL(writev);
     if (LIKELY(fd_untraced(fd)) && LIKELY(real_writev != NULL))
         return real_writev(fd, iov, n);
-    if (n < 0 || n > IOV_MAX)
-        return plain_writev(fd, iov, n, 0, NULL);
-    return send_common(fd, iov, n, 0, NULL, plain_writev);
+    return writev_slow(fd, iov, n);
+}
+
+static DDS_SLOW ssize_t send_slow(int fd, const void *buf, size_t len, int flags)
+{
+    struct iovec v = {(void *)buf, len};
+    return send_common(fd, &v, 1, flags, NULL, plain_send);
 }
 
 DDS_EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
@@ -475,8 +515,15 @@ DDS_EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
     DDS_REAL(send);
     if (LIKELY(fd_untraced(fd)) && LIKELY(real_send != NULL))
         return real_send(fd, buf, len, flags);
+    return send_slow(fd, buf, len, flags);
+}
+
+static DDS_SLOW ssize_t sendto_slow(int fd, const void *buf, size_t len, int flags,
+                                    const struct sockaddr *to, socklen_t tolen)
+{
     struct iovec v = {(void *)buf, len};
-    return send_common(fd, &v, 1, flags, NULL, plain_send);
+    struct msghdr m = {.msg_name = (void *)to, .msg_namelen = tolen};
+    return send_common(fd, &v, 1, flags, &m, plain_sendto);
 }
 
 DDS_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to,
@@ -485,9 +532,14 @@ DDS_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const 
     DDS_REAL(sendto);
     if (LIKELY(fd_untraced(fd)) && LIKELY(real_sendto != NULL))
         return real_sendto(fd, buf, len, flags, to, tolen);
-    struct iovec v = {(void *)buf, len};
-    struct msghdr m = {.msg_name = (void *)to, .msg_namelen = tolen};
-    return send_common(fd, &v, 1, flags, &m, plain_sendto);
+    return sendto_slow(fd, buf, len, flags, to, tolen);
+}
+
+static DDS_SLOW ssize_t sendmsg_slow(int fd, const struct msghdr *m, int flags)
+{
+    if (m == NULL || m->msg_iovlen > IOV_MAX)
+        return real_sendmsg_call(fd, m, flags);
+    return send_common(fd, m->msg_iov, (int)m->msg_iovlen, flags, m, plain_sendmsg);
 }
 
 DDS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
@@ -495,9 +547,7 @@ DDS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
     DDS_REAL(sendmsg);
     if (LIKELY(fd_untraced(fd)) && LIKELY(real_sendmsg != NULL))
         return real_sendmsg(fd, m, flags);
-    if (m == NULL || m->msg_iovlen > IOV_MAX)
-        return real_sendmsg_call(fd, m, flags);
-    return send_common(fd, m->msg_iov, (int)m->msg_iovlen, flags, m, plain_sendmsg);
+    return sendmsg_slow(fd, m, flags);
 }
 
 static void opaque_sent(int fd, ssize_t r)
@@ -508,7 +558,7 @@ static void opaque_sent(int fd, ssize_t r)
     dds_conn *c = conn_enter(fd);
     if (c) {
         dds_conn_sent_opaque(c, (size_t)r);
-        conn_leave(c);
+        conn_leave(c, fd);
     }
     errno = e;
 }
@@ -531,7 +581,7 @@ static void opaque_received(int fd, ssize_t r)
     dds_conn *c = conn_enter(fd);
     if (c) {
         dds_conn_received_opaque(c, (size_t)r);
-        conn_leave(c);
+        conn_leave(c, fd);
     }
     errno = e;
 }
@@ -590,7 +640,7 @@ static void received(int fd, const struct iovec *iov, int n, ssize_t r, int flag
             dds_conn_eof(c);
         else if (e == ECONNRESET || e == ETIMEDOUT || e == EPIPE)
             dds_conn_error(c, e);
-        conn_leave(c);
+        conn_leave(c, fd);
     }
     errno = e;
 }
@@ -743,26 +793,43 @@ DDS_EXPORT int shutdown(int fd, int how)
         dds_conn *c = conn_enter(fd);
         if (c) {
             dds_conn_shutdown_write(c);
-            conn_leave(c);
+            conn_leave(c, fd);
         }
         errno = e;
     }
     return r;
 }
 
+/* A tracked socket gets a second descriptor, which ddshim does not follow
+ * (stdio on fd 1, say): bytes may reach it unseen from now on, so its wire
+ * count is compared before every message (core/conn.h). */
+static void duplicated(int old)
+{
+    /* No reference needed: a dds_conn's memory is never freed (see conn_get),
+     * and the flag only ever adds comparisons, so setting it on a state
+     * recycled meanwhile is harmless. Nothing here locks or allocates. */
+    dds_conn *c = fd_get(old);
+    if (UNLIKELY(c != NULL) && c != DDS_IGNORED)
+        dds_conn_wire_suspect(c);
+}
+
 DDS_EXPORT int dup2(int old, int newfd)
 {
     DDS_REAL(dup2);
-    if (old != newfd)
+    if (old != newfd) {
         forget_fd(newfd, "connection replaced by dup2");
+        duplicated(old);
+    }
     return real_dup2 ? real_dup2(old, newfd) : (int)syscall(SYS_dup2, old, newfd);
 }
 
 DDS_EXPORT int dup3(int old, int newfd, int flags)
 {
     DDS_REAL(dup3);
-    if (old != newfd)
+    if (old != newfd) {
         forget_fd(newfd, "connection replaced by dup3");
+        duplicated(old);
+    }
     return real_dup3 ? real_dup3(old, newfd, flags) : (int)syscall(SYS_dup3, old, newfd, flags);
 }
 

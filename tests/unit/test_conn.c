@@ -228,6 +228,84 @@ static void test_server_pipelined_head_and_split_bytes(void **state)
     dds_conn_close(c, NULL);
 }
 
+/* The wire comparison (a system call in hooks/socket.c): before the first
+ * request, then once every DDS_CONN_WIRE_CHECK_EVERY message starts; before
+ * every one once the socket may be written from elsewhere; a mismatch found
+ * late still turns the connection passive before anything is injected. */
+static void one_exchange(dds_conn *c)
+{
+    size_t wl;
+    send_all(c, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n", &wl);
+    recv_str(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    for (int i = 0; i < ndone; i++) /* done[] holds 32 */
+        dds_trace_free(done[i]);
+    ndone = 0;
+}
+
+static void test_wire_check_schedule(void **state)
+{
+    (void)state;
+    dds_conn *c = dds_conn_new(DDS_CONN_CLIENT, "127.0.0.1", 80, getpid());
+    assert_int_equal(dds_conn_wire_check_due(c), 1); /* the first message */
+    dds_conn_check_wire(c, 0);
+    int due = 0;
+    for (int i = 0; i < 3 * DDS_CONN_WIRE_CHECK_EVERY; i++) {
+        if (dds_conn_wire_check_due(c)) {
+            due++;
+            dds_conn_check_wire(c, c->wire_out);
+        }
+        one_exchange(c);
+    }
+    assert_int_equal(due, 3);
+    assert_int_equal(c->dead, 0);
+    /* Bytes the kernel got unseen: caught by the next comparison, before the
+     * request that follows is injected into. */
+    uint64_t unseen = 40;
+    int sent = 0;
+    while (!dds_conn_wire_check_due(c)) {
+        one_exchange(c);
+        sent++;
+    }
+    assert_true(sent < DDS_CONN_WIRE_CHECK_EVERY);
+    dds_conn_check_wire(c, c->wire_out + unseen);
+    assert_int_equal(c->dead, 1);
+    struct iovec app = {(void *)"GET /y HTTP/1.1\r\nHost: h\r\n\r\n", 29}, out[8];
+    assert_int_equal(dds_conn_send_plan(c, &app, 1, out, 8), 0); /* nothing injected */
+    dds_conn_close(c, NULL);
+
+    /* Suspect (dup2, fork child, an answer to an unseen request): every time. */
+    c = dds_conn_new(DDS_CONN_CLIENT, "127.0.0.1", 80, getpid());
+    dds_conn_check_wire(c, 0);
+    assert_int_equal(dds_conn_wire_check_due(c), 0);
+    dds_conn_wire_suspect(c);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(dds_conn_wire_check_due(c), 1);
+        dds_conn_check_wire(c, c->wire_out);
+        one_exchange(c);
+    }
+    dds_conn_close(c, NULL);
+
+    /* A response with no request in flight makes the connection suspect. */
+    c = dds_conn_new(DDS_CONN_CLIENT, "127.0.0.1", 80, getpid());
+    dds_conn_check_wire(c, 0);
+    recv_str(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_int_equal(dds_conn_wire_check_due(c), 1);
+    dds_conn_check_wire(c, c->wire_out);
+    assert_int_equal(dds_conn_wire_check_due(c), 1);
+    dds_conn_close(c, NULL);
+
+    /* A state made before a fork: the socket may be shared, every time. */
+    c = dds_conn_new(DDS_CONN_CLIENT, "127.0.0.1", 80, getpid());
+    dds_conn_check_wire(c, 0);
+    assert_int_equal(dds_conn_wire_check_due(c), 0);
+    dds_conn_atfork_prepare();
+    dds_conn_atfork_release();
+    assert_int_equal(dds_conn_wire_check_due(c), 1);
+    dds_conn_check_wire(c, c->wire_out);
+    assert_int_equal(dds_conn_wire_check_due(c), 1);
+    dds_conn_close(c, NULL);
+}
+
 static void test_server_close_delimited_response(void **state)
 {
     (void)state;
@@ -252,6 +330,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_server_span_extracts_and_is_active, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_pipelined_head_and_split_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_close_delimited_response, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wire_check_schedule, setup, teardown),
     };
     return cmocka_run_group_tests_name("conn", tests, NULL, NULL);
 }
