@@ -44,29 +44,37 @@ static int enc_write(void *data, const char *buf, size_t len)
  * buffer, same bytes) remains for the rare paths. */
 
 /* Room for n more bytes at the end of the buffer, or NULL (out of memory). */
-static char *reserve(enc *e, size_t n)
+__attribute__((noinline)) static char *reserve_slow(enc *e, size_t n)
 {
     msgpack_sbuffer *sb = e->sb;
     if (e->oom)
         return NULL;
-    if (sb->alloc - sb->size < n) {
-        size_t a = sb->alloc ? sb->alloc : MSGPACK_SBUFFER_INIT_SIZE;
-        while (a - sb->size < n) {
-            if (a > SIZE_MAX / 2) {
-                e->oom = 1;
-                return NULL;
-            }
-            a *= 2;
-        }
-        char *p = realloc(sb->data, a);
-        if (p == NULL) {
+    size_t a = sb->alloc ? sb->alloc : MSGPACK_SBUFFER_INIT_SIZE;
+    while (a - sb->size < n) {
+        if (a > SIZE_MAX / 2) {
             e->oom = 1;
             return NULL;
         }
-        sb->data = p;
-        sb->alloc = a;
+        a *= 2;
     }
+    char *p = realloc(sb->data, a);
+    if (p == NULL) {
+        e->oom = 1;
+        return NULL;
+    }
+    sb->data = p;
+    sb->alloc = a;
     return sb->data + sb->size;
+}
+
+/* The common case is one comparison, inlined; growing is out of line. After
+ * out of memory the buffer never grows again, so oom is checked too. */
+__attribute__((always_inline)) static inline char *reserve(enc *e, size_t n)
+{
+    msgpack_sbuffer *sb = e->sb;
+    if (__builtin_expect(sb->alloc - sb->size >= n && !e->oom, 1))
+        return sb->data + sb->size;
+    return reserve_slow(e, n);
 }
 
 static void put_be(char *p, uint64_t v, int n)
@@ -85,7 +93,7 @@ static void put_raw(enc *e, const char *b, size_t n)
 }
 
 /* A str (header and body), as msgpack_pack_str + msgpack_pack_str_body. */
-static void put_str(enc *e, const char *s, size_t len)
+__attribute__((always_inline)) static inline void put_str(enc *e, const char *s, size_t len)
 {
     char *p = reserve(e, len + 5);
     if (p == NULL)
@@ -278,6 +286,36 @@ static void pack_kv(enc *e, const char *k, const char *v)
     pack_str_cap(e, v, v ? strlen(v) : 0, DDS_META_VALUE_MAX);
 }
 
+/* 1 when s[0..len) is ASCII without a NUL byte. */
+static int ascii_no_nul(const char *s, size_t len)
+{
+    size_t i = 0;
+    uint64_t hi = 0, zero = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, sizeof x);
+        hi |= x;
+        zero |= (x - 0x0101010101010101ULL) & ~x;
+    }
+    for (; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        hi |= c;
+        zero |= c == 0 ? 0x80 : 0;
+    }
+    return !((hi | zero) & 0x8080808080808080ULL);
+}
+
+/* A span's meta entry, whose value length the span kept: no strlen. The
+ * value ends at its first NUL, as it always did. */
+static void pack_meta_kv(enc *e, const dds_meta *m)
+{
+    pack_str(e, m->key);
+    if (m->vlen <= DDS_META_VALUE_MAX && ascii_no_nul(m->val, m->vlen))
+        put_str(e, m->val, m->vlen);
+    else
+        pack_str_cap(e, m->val, strnlen(m->val, m->vlen), DDS_META_VALUE_MAX);
+}
+
 /* ---- headers whose count is known only at the end ---------------------- */
 
 /* A map32/array32 header (fixed 5 bytes) to patch once the count is known. */
@@ -429,7 +467,7 @@ static void pack_meta(enc *e, const dds_trace *t, const dds_span *s, int is_root
         const dds_meta *m = &s->meta[i];
         if (m->key == NULL || reserved_has(e, m->key))
             continue;
-        pack_kv(e, m->key, m->val);
+        pack_meta_kv(e, m);
         n++;
     }
 

@@ -31,13 +31,7 @@ typedef struct span_box {
 
 static span_box *box_of(const dds_span *s) { return (span_box *)(void *)s; }
 
-static uint64_t key_bit(const char *k)
-{
-    unsigned h = (unsigned char)k[0];
-    if (h)
-        h = h * 31 + (unsigned char)k[1];
-    return 1ULL << (h & 63);
-}
+#define key_bit dds_key_bit
 
 static int in_arena(const dds_span *s, const char *p)
 {
@@ -311,9 +305,9 @@ dds_span *dds_span_start(const char *name, const char *type, dds_span *parent,
     return dds_span_start_at(name, type, parent, remote, dds_now_wall_ns(), dds_now_mono_ns());
 }
 
-static dds_meta *meta_find(const dds_span *s, const char *key)
+static dds_meta *meta_find_bit(const dds_span *s, const char *key, uint64_t bit)
 {
-    if (!(box_of(s)->keys & key_bit(key)))
+    if (!(box_of(s)->keys & bit))
         return NULL;
     for (int i = 0; i < s->nmeta; i++) {
         const char *k = s->meta[i].key;
@@ -321,6 +315,11 @@ static dds_meta *meta_find(const dds_span *s, const char *key)
             return &s->meta[i];
     }
     return NULL;
+}
+
+static dds_meta *meta_find(const dds_span *s, const char *key)
+{
+    return meta_find_bit(s, key, key_bit(key));
 }
 
 /* Double the capacity of an array that starts inline (in the span's box) and
@@ -346,10 +345,12 @@ static void meta_put(dds_span *s, const char *key, int key_owned, const char *va
     char *v = span_strdup(s, val, len);
     if (v == NULL)
         return;
-    dds_meta *m = meta_find(s, key);
+    uint64_t bit = key_bit(key);
+    dds_meta *m = meta_find_bit(s, key, bit);
     if (m != NULL) {
         span_strfree(s, m->val);
         m->val = v;
+        m->vlen = (uint32_t)len;
         return;
     }
     if (s->nmeta == s->capmeta) {
@@ -368,8 +369,8 @@ static void meta_put(dds_span *s, const char *key, int key_owned, const char *va
             return;
         }
     }
-    s->meta[s->nmeta++] = (dds_meta){.key = k, .val = v, .key_owned = key_owned};
-    box_of(s)->keys |= key_bit(k);
+    s->meta[s->nmeta++] = (dds_meta){.key = k, .val = v, .vlen = (uint32_t)len, .key_owned = key_owned};
+    box_of(s)->keys |= bit;
 }
 
 void dds_span_set_meta_n(dds_span *s, const char *key, const char *val, size_t len)

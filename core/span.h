@@ -39,6 +39,7 @@ typedef struct dds_sampling {
 typedef struct dds_meta {
     const char *key; /* static unless key_owned */
     char *val;       /* owned */
+    uint32_t vlen;   /* strlen(val): the encoder needs no strlen */
     int key_owned;
 } dds_meta;
 
@@ -84,6 +85,28 @@ typedef struct dds_trace {
     int completed;              /* handed to the complete hook; no new children */
     int refs;                   /* 1 for the chunk itself + 1 per active-stack entry */
 } dds_trace;
+
+/* One bit of 64 for a tag key, from a hash of its first 5 bytes (never
+ * reading past its NUL): a set of keys as a mask, so that most lookups end
+ * without a strcmp (span meta). Tells apart
+ * families like db.name / db.user / db.system. */
+static inline uint64_t dds_key_bit(const char *k)
+{
+    unsigned h = (unsigned char)k[0];
+    if (h && k[1]) {
+        h = h * 31 + (unsigned char)k[1];
+        if (k[2]) {
+            h = h * 31 + (unsigned char)k[2];
+            if (k[3]) {
+                h = h * 31 + (unsigned char)k[3];
+                if (k[4])
+                    h = h * 31 + (unsigned char)k[4];
+            }
+        }
+    }
+    h ^= h >> 6;
+    return 1ULL << (h & 63);
+}
 
 /* Start a span. parent: a local parent (same trace). Else remote: an extracted
  * context to continue (trace id, parent id, priority, tags, origin). Else a new

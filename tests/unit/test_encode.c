@@ -458,6 +458,10 @@ static void test_invalid_utf8_is_repaired(void **state)
     dds_span_set_meta(root, "overlong", "\xc0\xaf|\xe0\x80\x80|\xed\xa0\x80|\xf4\x90\x80\x80");
     dds_span_set_meta(root, "ok", "\xe2\x82\xac \xf0\x9f\x98\x80");          /* € 😀 stay */
     dds_span_set_meta_dyn(root, "key\xff", "v");
+    /* A value with a NUL inside ends at it; long ones take the word loop. */
+    dds_span_set_meta_n(root, "nul", "abc\0def", 7);
+    dds_span_set_meta_n(root, "nul_long", "0123456789abcdef01\0tail-that-is-not-sent", 40);
+    dds_span_set_meta_n(root, "ascii_long", "0123456789abcdef0123456789", 26);
     dds_trace *t = finish_root(root);
 
     msgpack_sbuffer sb;
@@ -475,6 +479,15 @@ static void test_invalid_utf8_is_repaired(void **state)
                 "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
     assert_meta(s, "ok", "\xe2\x82\xac \xf0\x9f\x98\x80");
     assert_meta(s, "key\xef\xbf\xbd", "v");
+    const char *want[][2] = {{"nul", "abc"}, {"nul_long", "0123456789abcdef01"},
+                             {"ascii_long", "0123456789abcdef0123456789"}};
+    for (int i = 0; i < 3; i++) {
+        const msgpack_object *v = get(get(s, "meta"), want[i][0]);
+        assert_non_null(v);
+        assert_int_equal(v->type, MSGPACK_OBJECT_STR);
+        assert_int_equal(v->via.str.size, strlen(want[i][1])); /* no NUL or tail sent */
+        assert_memory_equal(v->via.str.ptr, want[i][1], v->via.str.size);
+    }
     msgpack_unpacked_destroy(&d.up);
     msgpack_sbuffer_destroy(&sb);
     dds_trace_free(t);
