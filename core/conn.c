@@ -72,8 +72,16 @@ dds_conn *dds_conn_new(int role, const char *peer_ip, int peer_port, pid_t pid)
 
 static void set_status(dds_span *s, int status)
 {
-    char buf[8];
-    snprintf(buf, sizeof buf, "%d", status);
+    /* 100..999 from the parser; anything else would still be printed right */
+    char buf[12];
+    if (status >= 100 && status <= 999) {
+        buf[0] = (char)('0' + status / 100);
+        buf[1] = (char)('0' + status / 10 % 10);
+        buf[2] = (char)('0' + status % 10);
+        buf[3] = '\0';
+    } else {
+        snprintf(buf, sizeof buf, "%d", status);
+    }
     dds_span_set_meta(s, "http.status_code", buf);
     if (status >= 500) {
         s->error = 1;
@@ -158,11 +166,15 @@ static void client_tags(dds_conn *c, dds_span *s, const char *method, const char
     dds_span_set_metric(s, "network.destination.port", c->peer_port);
 }
 
-static void to_hdrs(const dds_http_msg *m, dds_hdr *h)
+/* The trace-context headers of a head (the only ones extraction reads, in
+ * their order); how many. */
+static int to_hdrs(const dds_http_msg *m, dds_hdr *h)
 {
-    for (int i = 0; i < m->nheaders; i++)
-        h[i] = (dds_hdr){m->headers[i].name, m->headers[i].name_len, m->headers[i].value,
-                         m->headers[i].value_len};
+    for (int i = 0; i < m->nctx; i++) {
+        const dds_http_header *x = &m->headers[m->ctx_idx[i]];
+        h[i] = (dds_hdr){x->name, x->name_len, x->value, x->value_len};
+    }
+    return m->nctx;
 }
 
 static dds_span *client_span_new(dds_conn *c, const dds_http_msg *m_or_null)
@@ -170,12 +182,13 @@ static dds_span *client_span_new(dds_conn *c, const dds_http_msg *m_or_null)
     dds_span *parent = dds_active_span();
     dds_trace_context ctx;
     const dds_trace_context *remote = NULL;
-    if (parent == NULL && m_or_null != NULL) {
+    if (parent == NULL && m_or_null != NULL && m_or_null->nctx > 0) {
         /* The application injected its own context (it has a tracer of its
-         * own): our span becomes a child of the one it announced. */
+         * own): our span becomes a child of the one it announced. (With no
+         * context header, extraction finds nothing.) */
         dds_hdr h[DDS_HTTP_MAX_HEADERS];
-        to_hdrs(m_or_null, h);
-        if (dds_propagation_extract(h, m_or_null->nheaders, dds_cfg, &ctx))
+        int nh = to_hdrs(m_or_null, h);
+        if (dds_propagation_extract(h, nh, dds_cfg, &ctx))
             remote = &ctx;
     }
     (void)c;
@@ -199,9 +212,7 @@ static void client_out_cb(void *arg, int ev, const dds_http_msg *m)
         s = client_span_new(c, m);
         if (s == NULL)
             return;
-        size_t hl = 0;
-        const char *host = dds_http_msg_header(m, "host", &hl);
-        client_tags(c, s, m->method, m->target, m->target_len, host, hl);
+        client_tags(c, s, m->method, m->target, m->target_len, m->host, m->host_len);
     }
     q_push(c, s, strcmp(m->method, "HEAD") == 0, strcmp(m->method, "CONNECT") == 0);
 }
@@ -244,26 +255,28 @@ static void server_in_cb(void *arg, int ev, const dds_http_msg *m)
         return;
     dds_trace_context ctx;
     const dds_trace_context *remote = NULL;
-    dds_hdr h[DDS_HTTP_MAX_HEADERS];
-    to_hdrs(m, h);
-    memset(&ctx, 0, sizeof ctx);
-    if (dds_propagation_extract(h, m->nheaders, dds_cfg, &ctx))
-        remote = &ctx;
-    else if (ctx.propagation_error[0] || ctx.w3c_extraction_error[0])
-        remote = &ctx; /* no context, but the errors belong on the new root */
+    if (m->nctx > 0) {
+        /* Only the context headers: extraction reads nothing else, and with
+         * none of them it finds nothing (and no error). */
+        dds_hdr h[DDS_HTTP_MAX_HEADERS];
+        int nh = to_hdrs(m, h);
+        if (dds_propagation_extract(h, nh, dds_cfg, &ctx))
+            remote = &ctx;
+        else if (ctx.propagation_error[0] || ctx.w3c_extraction_error[0])
+            remote = &ctx; /* no context, but the errors belong on the new root */
+    }
     int64_t wall = c->req_started ? c->req_start_wall : dds_now_wall_ns();
     int64_t mono = c->req_started ? c->req_start_mono : dds_now_mono_ns();
     c->req_started = 0;
     dds_span *s = dds_span_start_at(NAME_SERVER, TYPE_WEB, NULL, remote, wall, mono);
     if (s == NULL)
         return;
-    size_t hl = 0, ul = 0;
-    const char *host = dds_http_msg_header(m, "host", &hl);
-    request_tags(c, s, m->method, m->target, m->target_len, host, hl);
+    request_tags(c, s, m->method, m->target, m->target_len, m->host, m->host_len);
     dds_span_set_meta(s, "span.kind", "server");
-    const char *ua = dds_http_msg_header(m, "user-agent", &ul);
-    if (ua)
-        dds_span_set_meta_n(s, "http.useragent", ua, ul < 512 ? ul : 512);
+    if (m->user_agent) {
+        size_t ul = m->user_agent_len;
+        dds_span_set_meta_n(s, "http.useragent", m->user_agent, ul < 512 ? ul : 512);
+    }
     dds_span_set_meta(s, "network.client.ip", c->peer_ip);
     dds_trace_decide(s->trace, s);
 

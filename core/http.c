@@ -1,14 +1,22 @@
 /*
- * http.c — see http.h. Two layers: a byte-at-a-time syntax scanner for heads
- * (hscan_byte), which is what makes every split of the input behave the same
- * and rejects non-HTTP at its first wrong byte, and a parser (parse_head) that
- * runs once over a head the scanner has accepted and only has to cut it up.
- * Bodies are then followed by a small state machine per framing.
+ * http.c — see http.h. Heads are scanned a line at a time (scan_lines): each
+ * complete line is checked against the grammar in one pass and, when the
+ * whole head is in the bytes of one feed, cut up on the way (headers, framing,
+ * Host, User-Agent, the trace-context headers), so a head is read once. A
+ * line that does not end within a feed is taken by a byte-at-a-time scanner
+ * (hscan_byte, with hscan_run for runs of plain bytes) that keeps its state
+ * across feeds; both reject at the same first wrong byte, which is what makes
+ * every split of the input behave the same. A head that arrived in pieces is
+ * copied, then cut up by scan_lines once complete (parse_head). Bodies are
+ * then followed by a small state machine per framing.
  */
 #include "http.h"
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 /* ---- character classes (ASCII only; no locale) ---- */
 
@@ -69,7 +77,7 @@ enum {
     P_RS_VERSION, P_RS_SP, P_RS_CODE, P_RS_END, P_RS_REASON,
     P_H_START, P_H_NAME, P_H_VALUE
 };
-enum { SC_MORE = 0, SC_DONE = 1, SC_BAD = 2 };
+enum { SC_MORE = 0, SC_DONE = 1, SC_BAD = 2, SC_LIMIT = 3 };
 
 static const char http_ver[] = "HTTP/1.";
 
@@ -228,13 +236,31 @@ static size_t hscan_run(dds_http_hscan *h, const unsigned char *p, size_t n)
     return k;
 }
 
-/* ---- head parser (input already accepted by the scanner) ---- */
+/* ---- line-at-a-time head scanning ---- */
 
-typedef struct head_extra {
-    int has_context;
-    const char *host;
-    size_t host_len;
-} head_extra;
+/* The fast path for heads: whole lines at a time, each checked against the
+ * same grammar as hscan_byte (the first wrong byte rejects the head, so the
+ * decision is the same for every split of the input), and, when the whole
+ * head is scanned in one call from its start, cut up on the way: header
+ * names and values, the framing and context headers. A line that does not
+ * end within the bytes given is left to hscan_run/hscan_byte, which keep
+ * their state across feeds; the head is then parsed again once complete
+ * (parse_head), by this same code. */
+
+typedef struct framing {
+    int cl_seen, cl_bad, te_seen, te_chunked_count, te_last_chunked;
+    int conn_close, conn_keepalive, conn_upgrade, has_upgrade;
+    int64_t cl;
+} framing;
+
+/* What a collecting scan accumulates besides what goes into the message. */
+typedef struct collect {
+    dds_http_msg *m;
+    framing f;
+    int has_context;       /* traceparent, x-datadog-trace-id or x-datadog-parent-id: any line */
+    const char *host_any;  /* first Host of any line */
+    size_t host_any_len;
+} collect;
 
 #define CL_MAX ((int64_t)1 << 62)
 
@@ -270,12 +296,6 @@ static int64_t parse_content_length(const char *v, size_t n)
         i++;
     }
 }
-
-typedef struct framing {
-    int cl_seen, cl_bad, te_seen, te_chunked_count, te_last_chunked;
-    int conn_close, conn_keepalive, conn_upgrade, has_upgrade;
-    int64_t cl;
-} framing;
 
 /* Calls fn for each element of a comma-separated list, trimmed, with any
  * ";params" cut off. Bounded by n. */
@@ -321,128 +341,438 @@ static void conn_token(framing *f, const char *t, size_t n)
         f->conn_upgrade = 1;
 }
 
-static void parse_head(const char *h, size_t n, int is_response, dds_http_msg *m, head_extra *x)
+static uint64_t ld8(const void *p)
 {
-    const char *end = h + n, *p, *eol;
-    framing f;
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
 
-    memset(&f, 0, sizeof f);
+static uint32_t ld4(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* The n bytes at a, all tchars (a header name the scanner accepted), equal
+ * the first n bytes of the lowercase literal lit, ignoring case. For a tchar
+ * b, b | 0x20 is its lowercase letter, and no tchar other than a letter
+ * itself maps onto a lowercase letter, a digit or '-' (the only bytes the
+ * literals hold), so one OR per byte, eight bytes at a time, is exact. */
+static int name_is(const unsigned char *a, size_t n, const char *lit)
+{
+    size_t i;
+    if (n >= 8) {
+        for (i = 0; i + 8 < n; i += 8)
+            if ((ld8(a + i) | 0x2020202020202020ULL) != ld8(lit + i))
+                return 0;
+        return (ld8(a + n - 8) | 0x2020202020202020ULL) == ld8(lit + n - 8);
+    }
+    if (n >= 4)
+        return (ld4(a) | 0x20202020u) == ld4(lit) && (ld4(a + n - 4) | 0x20202020u) == ld4(lit + n - 4);
+    for (i = 0; i < n; i++)
+        if ((a[i] | 0x20) != (unsigned char)lit[i])
+            return 0;
+    return 1;
+}
+
+/* One header line of a head being collected: name (tchars), value (trimmed). */
+static void collect_header(collect *col, const unsigned char *name, size_t nlen, const char *val,
+                           size_t vlen)
+{
+    dds_http_msg *m = col->m;
+    int idx = -1;
+    if (m->nheaders < DDS_HTTP_MAX_HEADERS) {
+        dds_http_header *hd = &m->headers[m->nheaders];
+        idx = m->nheaders++;
+        hd->name = (const char *)name;
+        hd->name_len = nlen;
+        hd->value = val;
+        hd->value_len = vlen;
+    } else {
+        m->headers_truncated = 1;
+    }
+    /* Framing and context headers are looked at on every line, kept or
+     * not, so that header 65 cannot change how the body is read. */
+    switch (name[0] | 0x20) {
+    case 'c':
+        if (nlen == 14 && name_is(name, 14, "content-length")) {
+            int64_t v = parse_content_length(val, vlen);
+            if (v < 0 || (col->f.cl_seen && v != col->f.cl))
+                col->f.cl_bad = 1;
+            col->f.cl_seen = 1;
+            col->f.cl = v;
+        } else if (nlen == 10 && name_is(name, 10, "connection")) {
+            each_token(val, vlen, &col->f, conn_token);
+        }
+        break;
+    case 't':
+        if (nlen == 17 && name_is(name, 17, "transfer-encoding")) {
+            col->f.te_seen = 1;
+            col->f.te_last_chunked = 0; /* an empty value ends in nothing */
+            each_token(val, vlen, &col->f, te_token);
+        } else if (nlen == 11 && name_is(name, 11, "traceparent")) {
+            col->has_context = 1;
+            goto ctx;
+        } else if (nlen == 10 && name_is(name, 10, "tracestate")) {
+            goto ctx;
+        }
+        break;
+    case 'u':
+        if (nlen == 7 && name_is(name, 7, "upgrade")) {
+            col->f.has_upgrade = 1;
+        } else if (nlen == 10 && idx >= 0 && !m->user_agent && name_is(name, 10, "user-agent")) {
+            m->user_agent = val;
+            m->user_agent_len = vlen;
+        }
+        break;
+    case 'e':
+        if (nlen == 6 && name_is(name, 6, "expect") && ieq(val, vlen, "100-continue"))
+            m->expect_continue = 1;
+        break;
+    case 'h':
+        if (nlen == 4 && !col->host_any && name_is(name, 4, "host")) {
+            col->host_any = val;
+            col->host_any_len = vlen;
+            if (idx >= 0) {
+                m->host = val;
+                m->host_len = vlen;
+            }
+        }
+        break;
+    case 'x':
+        /* Every x-datadog-* and x-b3-* name: a superset of what extraction
+         * reads is enough. */
+        if (nlen >= 10 && name_is(name, 10, "x-datadog-")) {
+            if ((nlen == 18 && name_is(name + 10, 8, "trace-id")) ||
+                (nlen == 19 && name_is(name + 10, 9, "parent-id")))
+                col->has_context = 1;
+            goto ctx;
+        }
+        if (nlen >= 5 && name_is(name, 5, "x-b3-"))
+            goto ctx;
+        break;
+    case 'b':
+        if (nlen == 2 && name[1] == '3')
+            goto ctx;
+        break;
+    default:
+        break;
+    }
+    return;
+ctx:
+    if (idx >= 0)
+        m->ctx_idx[m->nctx++] = (uint8_t)idx;
+}
+
+/* Bytes from p that may be inside a field value or reason phrase (is_text):
+ * how many, at most n. Sixteen at a time where SSE2 is there. */
+static size_t text_run(const unsigned char *p, size_t n)
+{
+    size_t k = 0;
+#ifdef __SSE2__
+    const __m128i c1f = _mm_set1_epi8(0x1f), del = _mm_set1_epi8(0x7f);
+    for (;;) {
+        while (k + 16 <= n) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + k));
+            __m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(v, c1f), v); /* v <= 0x1f */
+            int mask = _mm_movemask_epi8(_mm_or_si128(ctl, _mm_cmpeq_epi8(v, del)));
+            if (mask) {
+                k += (size_t)__builtin_ctz((unsigned)mask);
+                goto special;
+            }
+            k += 16;
+        }
+        while (k < n && p[k] >= 0x20 && p[k] != 0x7f)
+            k++;
+        if (k == n)
+            return k;
+    special:
+        if (p[k] != '\t')
+            return k;
+        k++;
+    }
+#else
+    while (k < n && (byte_class[p[k]] & BC_TEXT))
+        k++;
+    return k;
+#endif
+}
+
+static size_t tchar_run(const unsigned char *p, size_t n)
+{
+    size_t k = 0;
+    while (k < n && (byte_class[p[k]] & BC_TCHAR))
+        k++;
+    return k;
+}
+
+enum { LN_OK, LN_PART, LN_BAD };
+
+/* "HTTP/1.0" or "HTTP/1.1" at p: LN_OK, or LN_PART/LN_BAD as the first
+ * byte that is missing or wrong says. */
+static int version_at(const unsigned char *p, size_t n)
+{
+    size_t j;
+    for (j = 0; j < 8; j++) {
+        if (j == n)
+            return LN_PART;
+        if (j < 7 ? p[j] != (unsigned char)http_ver[j] : (p[j] != '0' && p[j] != '1'))
+            return LN_BAD;
+    }
+    return LN_OK;
+}
+
+/* The request or status line at p (a head's first bytes): LN_OK and its
+ * length (CRLF included) in *len, LN_PART or LN_BAD. */
+static int first_line(const unsigned char *p, size_t n, int is_response, size_t *len, collect *col)
+{
+    size_t k, t = 0, tl = 0;
+    int r;
+    if (!is_response) {
+        k = tchar_run(p, n);
+        if (k > 23)
+            return LN_BAD;
+        if (k == n)
+            return LN_PART;
+        if (p[k] != ' ' || k == 0)
+            return LN_BAD;
+        t = ++k;
+        while (k < n && p[k] > 0x20 && p[k] != 0x7f)
+            k++;
+        if (k == n)
+            return LN_PART;
+        if (p[k] != ' ' || k == t)
+            return LN_BAD;
+        tl = k - t;
+        k++;
+        if ((r = version_at(p + k, n - k)) != LN_OK)
+            return r;
+        k += 8;
+    } else {
+        if ((r = version_at(p, n)) != LN_OK)
+            return r;
+        for (k = 8; k < 12; k++) {
+            if (k == n)
+                return LN_PART;
+            if (k == 8 ? p[k] != ' ' : (p[k] < '0' || p[k] > '9' || (k == 9 && p[k] == '0')))
+                return LN_BAD;
+        }
+        if (k == n)
+            return LN_PART;
+        if (p[k] == ' ') {
+            k++;
+            k += text_run(p + k, n - k);
+            if (k == n)
+                return LN_PART;
+        }
+    }
+    if (k == n)
+        return LN_PART;
+    if (p[k] != '\r')
+        return LN_BAD;
+    if (k + 1 == n)
+        return LN_PART;
+    if (p[k + 1] != '\n')
+        return LN_BAD;
+    *len = k + 2;
+    if (col) {
+        dds_http_msg *m = col->m;
+        if (is_response) {
+            m->version_minor = p[7] - '0';
+            m->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+        } else {
+            memcpy(m->method, p, t - 1);
+            m->method[t - 1] = '\0';
+            m->target = (const char *)p + t;
+            m->target_len = tl;
+            m->version_minor = p[t + tl + 8] - '0';
+        }
+    }
+    return LN_OK;
+}
+
+/* Whole lines of a head from p, h at the start of a line (h->cr clear, and
+ * h->phase P_H_START or nothing of the head seen yet). Returns the bytes
+ * taken; *res: SC_DONE (the empty line that ends the head was taken), SC_BAD,
+ * or SC_MORE: the line at p + returned does not end within n (h is left at
+ * its start, for hscan_run/hscan_byte). col, if not NULL, collects what the
+ * lines hold. */
+static size_t scan_lines(dds_http_hscan *h, const unsigned char *p, size_t n, int *res, collect *col)
+{
+    size_t i = 0, k, v, ve, nl;
+    uint32_t lines = 0;
+    int r = SC_MORE;
+
+    if (h->pos == 0) {
+        int lr = first_line(p, n, h->phase == P_RS_VERSION, &i, col);
+        if (lr != LN_OK) {
+            *res = lr == LN_BAD ? SC_BAD : SC_MORE;
+            return 0;
+        }
+        lines = 1;
+    }
+    while (i < n) {
+        const unsigned char *l = p + i;
+        size_t left = n - i;
+        if (l[0] == '\r') {
+            if (left == 1)
+                break;
+            r = l[1] == '\n' ? SC_DONE : SC_BAD;
+            i += 2;
+            break;
+        }
+        nl = tchar_run(l, left);
+        if (nl == left)
+            break;
+        if (nl == 0 || l[nl] != ':') {
+            r = SC_BAD;
+            break;
+        }
+        v = nl + 1;
+        ve = v + text_run(l + v, left - v);
+        if (ve == left)
+            break;
+        if (l[ve] != '\r') {
+            r = SC_BAD;
+            break;
+        }
+        if (ve + 1 == left)
+            break;
+        if (l[ve + 1] != '\n') {
+            r = SC_BAD;
+            break;
+        }
+        if (col) {
+            k = ve;
+            while (v < k && is_ows((char)l[v]))
+                v++;
+            while (k > v && is_ows((char)l[k - 1]))
+                k--;
+            collect_header(col, l, nl, (const char *)l + v, k - v);
+        }
+        i += ve + 2;
+        lines++;
+    }
+    *res = r;
+    if (r == SC_BAD)
+        return i;
+    h->pos += (uint32_t)i;
+    if (lines) {
+        h->line_no += lines;
+        h->phase = P_H_START;
+        h->sub = 0;
+    }
+    return i;
+}
+
+static void msg_init(dds_http_msg *m, int is_response, size_t head_len)
+{
     m->is_response = is_response;
     m->method[0] = '\0';
     m->target = NULL;
     m->target_len = 0;
+    m->version_minor = 0;
     m->status = 0;
     m->nheaders = 0;
     m->headers_truncated = 0;
     m->content_length = -1;
     m->chunked = m->conn_close = m->expect_continue = m->upgrade = 0;
     m->ambiguous_framing = 0;
-    m->head_len = n;
+    m->head_len = head_len;
     m->body_len = 0;
-    if (x) {
-        x->has_context = 0;
-        x->host = NULL;
-        x->host_len = 0;
-    }
+    m->host = m->user_agent = NULL;
+    m->host_len = m->user_agent_len = 0;
+    m->nctx = 0;
+}
 
-    eol = memchr(h, '\r', n);
-    if (is_response) {
-        m->version_minor = h[7] - '0';
-        m->status = (h[9] - '0') * 100 + (h[10] - '0') * 10 + (h[11] - '0');
-    } else {
-        const char *sp1 = memchr(h, ' ', (size_t)(eol - h));
-        const char *sp2 = memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
-        memcpy(m->method, h, (size_t)(sp1 - h));
-        m->method[sp1 - h] = '\0';
-        m->target = sp1 + 1;
-        m->target_len = (size_t)(sp2 - sp1 - 1);
-        m->version_minor = sp2[8] - '0';
-    }
+static void collect_init(collect *col, dds_http_msg *m, int is_response)
+{
+    memset(&col->f, 0, sizeof col->f);
+    col->m = m;
+    col->has_context = 0;
+    col->host_any = NULL;
+    col->host_any_len = 0;
+    msg_init(m, is_response, 0);
+}
 
-    for (p = eol + 2; p < end; p = eol + 2) {
-        const char *colon, *name, *val;
-        size_t nlen, vlen;
-        eol = memchr(p, '\r', (size_t)(end - p));
-        if (eol == p)
-            break; /* the empty line */
-        colon = memchr(p, ':', (size_t)(eol - p));
-        name = p;
-        nlen = (size_t)(colon - p);
-        val = colon + 1;
-        vlen = (size_t)(eol - val);
-        trim_ows(&val, &vlen);
-        if (m->nheaders < DDS_HTTP_MAX_HEADERS) {
-            dds_http_header *hd = &m->headers[m->nheaders++];
-            hd->name = name;
-            hd->name_len = nlen;
-            hd->value = val;
-            hd->value_len = vlen;
-        } else {
-            m->headers_truncated = 1;
-        }
-        /* Framing and context headers are looked at on every line, kept or
-         * not, so that header 65 cannot change how the body is read. */
-        switch (lower((unsigned char)name[0])) {
-        case 'c':
-            if (ieq(name, nlen, "content-length")) {
-                int64_t v = parse_content_length(val, vlen);
-                if (v < 0 || (f.cl_seen && v != f.cl))
-                    f.cl_bad = 1;
-                f.cl_seen = 1;
-                f.cl = v;
-            } else if (ieq(name, nlen, "connection")) {
-                each_token(val, vlen, &f, conn_token);
-            }
-            break;
-        case 't':
-            if (ieq(name, nlen, "transfer-encoding")) {
-                f.te_seen = 1;
-                f.te_last_chunked = 0; /* an empty value ends in nothing */
-                each_token(val, vlen, &f, te_token);
-            } else if (x && ieq(name, nlen, "traceparent")) {
-                x->has_context = 1;
-            }
-            break;
-        case 'u':
-            if (ieq(name, nlen, "upgrade"))
-                f.has_upgrade = 1;
-            break;
-        case 'e':
-            if (ieq(name, nlen, "expect") && ieq(val, vlen, "100-continue"))
-                m->expect_continue = 1;
-            break;
-        case 'h':
-            if (x && !x->host && ieq(name, nlen, "host")) {
-                x->host = val;
-                x->host_len = vlen;
-            }
-            break;
-        case 'x':
-            if (x && (ieq(name, nlen, "x-datadog-trace-id") || ieq(name, nlen, "x-datadog-parent-id")))
-                x->has_context = 1;
-            break;
-        default:
-            break;
-        }
-    }
-
-    /* RFC 9112 §6.1-6.3. */
-    if (f.cl_seen && !f.cl_bad)
-        m->content_length = f.cl;
-    if (f.cl_bad)
+/* The message's framing, once all lines are in (RFC 9112 §6.1-6.3). */
+static void collect_finish(collect *col, size_t head_len)
+{
+    dds_http_msg *m = col->m;
+    const framing *f = &col->f;
+    m->head_len = head_len;
+    if (f->cl_seen && !f->cl_bad)
+        m->content_length = f->cl;
+    if (f->cl_bad)
         m->ambiguous_framing = 1;
-    if (f.te_seen) {
+    if (f->te_seen) {
         m->content_length = -1;
-        if (f.cl_seen || m->version_minor == 0 || f.te_chunked_count > 1)
+        if (f->cl_seen || m->version_minor == 0 || f->te_chunked_count > 1)
             m->ambiguous_framing = 1;
-        if (f.te_last_chunked && f.te_chunked_count == 1)
+        if (f->te_last_chunked && f->te_chunked_count == 1)
             m->chunked = 1;
-        else if (!is_response)
+        else if (!m->is_response)
             m->ambiguous_framing = 1; /* a request body must end in chunked */
         /* a response whose coding does not end in chunked: read until close */
     }
-    m->upgrade = f.conn_upgrade && f.has_upgrade;
-    m->conn_close = f.conn_close || (m->version_minor == 0 && !f.conn_keepalive);
+    m->upgrade = f->conn_upgrade && f->has_upgrade;
+    m->conn_close = f->conn_close || (m->version_minor == 0 && !f->conn_keepalive);
+}
+
+/* A complete head the scanner has accepted (it arrived in pieces): cut up. */
+static void parse_head(const char *h, size_t n, int is_response, dds_http_msg *m, collect *col)
+{
+    dds_http_hscan hs;
+    int r;
+    hscan_init(&hs, is_response);
+    collect_init(col, m, is_response);
+    scan_lines(&hs, (const unsigned char *)h, n, &r, col);
+    collect_finish(col, n);
+}
+
+/* A head from the scanner's state h: SC_DONE with *used = its bytes up to
+ * the final LF, SC_BAD, SC_LIMIT (longer than DDS_HTTP_MAX_HEAD), or SC_MORE
+ * (all n bytes taken). *colp: collecting while scanning, which is only
+ * complete if the whole head is scanned by this call through scan_lines: set
+ * to NULL when the byte-at-a-time path has to take over. */
+static int head_scan(dds_http_hscan *h, const unsigned char *p, size_t n, size_t *used, collect **colp)
+{
+    size_t i = 0;
+    for (;;) {
+        size_t room = DDS_HTTP_MAX_HEAD - (h->pos < DDS_HTTP_MAX_HEAD ? h->pos : DDS_HTTP_MAX_HEAD);
+        size_t lim = room < n - i ? room : n - i;
+        int r;
+        if (!h->cr && (h->phase == P_H_START || h->pos == 0)) {
+            size_t k = scan_lines(h, p + i, lim, &r, *colp);
+            i += k;
+            if (r == SC_DONE) {
+                *used = i;
+                return SC_DONE;
+            }
+            if (r == SC_BAD)
+                return SC_BAD;
+            lim -= k;
+        }
+        *colp = NULL;
+        /* Runs of plain bytes in one go, never past the head size limit
+         * (the byte over it still goes through the check below). */
+        i += hscan_run(h, p + i, lim);
+        if (i == n) {
+            *used = n;
+            return SC_MORE;
+        }
+        r = hscan_byte(h, p[i++]);
+        if (r == SC_BAD)
+            return SC_BAD;
+        if (h->pos > DDS_HTTP_MAX_HEAD)
+            return SC_LIMIT;
+        if (r == SC_DONE) {
+            *used = i;
+            return SC_DONE;
+        }
+    }
 }
 
 const char *dds_http_msg_header(const dds_http_msg *m, const char *name, size_t *len)
@@ -552,59 +882,62 @@ static void emit_done(dds_http_stream *s, dds_http_cb cb, void *ctx)
     m.ambiguous_framing = 0;
     m.head_len = s->head_len;
     m.body_len = s->body_len;
+    m.host = m.user_agent = NULL;
+    m.host_len = m.user_agent_len = 0;
+    m.nctx = 0;
     cb(ctx, DDS_HTTP_EV_DONE, &m);
 }
 
-static void on_head(dds_http_stream *s, const char *h, size_t n, dds_http_cb cb, void *ctx)
+/* A head of n bytes, parsed into *mp (pointers into the head, which stays
+ * valid during the call). */
+static void on_head(dds_http_stream *s, const dds_http_msg *mp, size_t n, dds_http_cb cb, void *ctx)
 {
-    dds_http_msg m;
     int no_body;
 
-    parse_head(h, n, s->is_response, &m, NULL);
     next_message(s);
-    if (s->is_response && m.status < 200 && m.status != 101)
+    if (s->is_response && mp->status < 200 && mp->status != 101)
         return; /* interim: the real response follows on the same stream */
 
-    memcpy(s->method, m.method, sizeof s->method);
-    s->status = (int16_t)m.status;
-    s->version_minor = (uint8_t)m.version_minor;
-    s->content_length = m.content_length;
-    s->chunked = (uint8_t)m.chunked;
-    s->conn_close = (uint8_t)m.conn_close;
-    s->expect_continue = (uint8_t)m.expect_continue;
-    s->upgrade = (uint8_t)m.upgrade;
+    memcpy(s->method, mp->method, sizeof s->method);
+    s->status = (int16_t)mp->status;
+    s->version_minor = (uint8_t)mp->version_minor;
+    s->content_length = mp->content_length;
+    s->chunked = (uint8_t)mp->chunked;
+    s->conn_close = (uint8_t)mp->conn_close;
+    s->expect_continue = (uint8_t)mp->expect_continue;
+    s->upgrade = (uint8_t)mp->upgrade;
     s->head_len = (uint32_t)n;
     s->body_len = 0;
 
     s->want_no_body = s->want_tunnel = 0;
     s->in_cb = 1;
     if (cb)
-        cb(ctx, DDS_HTTP_EV_HEAD, &m);
+        cb(ctx, DDS_HTTP_EV_HEAD, mp);
     s->in_cb = 0;
 
-    if (s->want_tunnel || (s->is_response && m.status == 101)) {
+    if (s->want_tunnel || (s->is_response && mp->status == 101)) {
         emit_done(s, cb, ctx);
         go_dead(s, DDS_HTTP_DEAD_TUNNEL);
         return;
     }
-    no_body = s->is_response && (s->want_no_body || m.status == 204 || m.status == 304);
+    no_body = s->is_response && (s->want_no_body || mp->status == 204 || mp->status == 304);
     if (no_body) {
         emit_done(s, cb, ctx);
         return;
     }
-    if (m.ambiguous_framing) {
+    if (mp->ambiguous_framing) {
         fail(s, DDS_HTTP_DEAD_INVALID, cb, ctx);
         return;
     }
-    if (m.chunked) {
+    if (mp->chunked) {
         s->state = ST_CHUNK_SIZE;
         s->remaining = 0;
         s->chunk_digits = s->chunk_seen = 0;
         s->aux = 0;
-    } else if (m.content_length > 0) {
+    } else if (mp->content_length > 0) {
         s->state = ST_BODY_CL;
-        s->remaining = (uint64_t)m.content_length;
-    } else if (m.content_length == 0 || !s->is_response) {
+        s->remaining = (uint64_t)mp->content_length;
+    } else if (mp->content_length == 0 || !s->is_response) {
         emit_done(s, cb, ctx);
     } else {
         s->state = ST_BODY_EOF;
@@ -637,7 +970,10 @@ static int save_head(dds_http_stream *s, const unsigned char *p, size_t have, si
 static size_t feed_head(dds_http_stream *s, const unsigned char *p, size_t n,
                         dds_http_cb cb, void *ctx)
 {
-    size_t i = 0, start, have;
+    size_t i = 0, start, have, used, hl;
+    dds_http_msg m;
+    collect col, *colp;
+    int r;
 
     /* RFC 9112 §2.2: a server SHOULD ignore an empty line or two before a
      * request line (some clients add CRLF after a body). */
@@ -661,45 +997,45 @@ static size_t feed_head(dds_http_stream *s, const unsigned char *p, size_t n,
 
     start = i;
     have = s->hs.pos; /* bytes already in hbuf */
-    for (; i < n; i++) {
-        /* Runs of plain bytes in one go, never past the head size limit
-         * (the byte over it still goes through the check below). */
-        size_t room = DDS_HTTP_MAX_HEAD - (s->hs.pos < DDS_HTTP_MAX_HEAD ? s->hs.pos : DDS_HTTP_MAX_HEAD);
-        i += hscan_run(&s->hs, p + i, room < n - i ? room : n - i);
-        if (i == n)
-            break;
-        int r = hscan_byte(&s->hs, p[i]);
-        if (r == SC_BAD) {
-            fail(s, DDS_HTTP_DEAD_INVALID, cb, ctx);
-            return n;
-        }
-        if (s->hs.pos > DDS_HTTP_MAX_HEAD) {
-            fail(s, DDS_HTTP_DEAD_LIMIT, cb, ctx);
-            return n;
-        }
-        if (r == SC_DONE) {
-            size_t hl = s->hs.pos;
-            i++;
-            if (have == 0) {
-                on_head(s, (const char *)p + start, hl, cb, ctx);
-            } else {
-                if (save_head(s, p + start, have, i - start) != 0) {
-                    fail(s, DDS_HTTP_DEAD_NOMEM, cb, ctx);
-                    return n;
-                }
-                /* on_head may end the stream; hbuf must outlive the callback. */
-                char *hb = s->hbuf;
-                s->hbuf = NULL;
-                s->hcap = 0;
-                on_head(s, hb, hl, cb, ctx);
-                free(hb);
-            }
-            return i;
-        }
+    colp = NULL;
+    if (have == 0) {
+        collect_init(&col, &m, s->is_response);
+        colp = &col;
     }
-    if (i > start && save_head(s, p + start, have, i - start) != 0)
-        fail(s, DDS_HTTP_DEAD_NOMEM, cb, ctx);
-    return n;
+    r = head_scan(&s->hs, p + start, n - start, &used, &colp);
+    if (r == SC_BAD || r == SC_LIMIT) {
+        fail(s, r == SC_BAD ? DDS_HTTP_DEAD_INVALID : DDS_HTTP_DEAD_LIMIT, cb, ctx);
+        return n;
+    }
+    if (r == SC_MORE) {
+        if (used > 0 && save_head(s, p + start, have, used) != 0)
+            fail(s, DDS_HTTP_DEAD_NOMEM, cb, ctx);
+        return n;
+    }
+    hl = s->hs.pos;
+    if (have == 0) {
+        /* The whole head is in this feed: parsed in place, during the scan
+         * unless part of it needed the byte-at-a-time path. */
+        if (colp)
+            collect_finish(colp, hl);
+        else
+            parse_head((const char *)p + start, hl, s->is_response, &m, &col);
+        on_head(s, &m, hl, cb, ctx);
+    } else {
+        char *hb;
+        if (save_head(s, p + start, have, used) != 0) {
+            fail(s, DDS_HTTP_DEAD_NOMEM, cb, ctx);
+            return n;
+        }
+        /* on_head may end the stream; hbuf must outlive the callback. */
+        hb = s->hbuf;
+        s->hbuf = NULL;
+        s->hcap = 0;
+        parse_head(hb, hl, s->is_response, &m, &col);
+        on_head(s, &m, hl, cb, ctx);
+        free(hb);
+    }
+    return start + used;
 }
 
 static int hexval(unsigned char c)
@@ -905,7 +1241,10 @@ int dds_http_stream_dead_reason(const dds_http_stream *s)
 int dds_http_scan_request(const char *buf, size_t len, dds_http_scan *out)
 {
     dds_http_hscan hs;
-    size_t n, i;
+    dds_http_msg m;
+    collect col, *colp = &col;
+    size_t n, used;
+    int r;
 
     memset(out, 0, sizeof *out);
     out->content_length = -1;
@@ -913,31 +1252,28 @@ int dds_http_scan_request(const char *buf, size_t len, dds_http_scan *out)
         return DDS_SCAN_NOT_HTTP;
     hscan_init(&hs, 0);
     n = len < DDS_HTTP_MAX_HEAD ? len : DDS_HTTP_MAX_HEAD;
-    for (i = 0; i < n; i++) {
-        i += hscan_run(&hs, (const unsigned char *)buf + i, n - i);
-        if (i == n)
-            break;
-        int r = hscan_byte(&hs, (unsigned char)buf[i]);
-        if (r == SC_BAD)
-            return DDS_SCAN_NOT_HTTP;
-        if (r == SC_DONE) {
-            dds_http_msg m;
-            head_extra x;
-            parse_head(buf, i + 1, 0, &m, &x);
-            out->head_len = i + 1;
-            out->insert_off = i - 1;
-            out->has_context = x.has_context;
-            memcpy(out->method, m.method, sizeof out->method);
-            out->target = m.target;
-            out->target_len = m.target_len;
-            out->host = x.host;
-            out->host_len = x.host_len;
-            out->content_length = m.content_length;
-            out->chunked = m.chunked;
-            out->ambiguous_framing = m.ambiguous_framing;
-            out->version_minor = m.version_minor;
-            return DDS_SCAN_COMPLETE;
-        }
+    collect_init(&col, &m, 0);
+    r = head_scan(&hs, (const unsigned char *)buf, n, &used, &colp);
+    if (r == SC_BAD || r == SC_LIMIT)
+        return DDS_SCAN_NOT_HTTP;
+    if (r == SC_DONE) {
+        if (colp)
+            collect_finish(colp, used);
+        else
+            parse_head(buf, used, 0, &m, &col);
+        out->head_len = used;
+        out->insert_off = used - 2;
+        out->has_context = col.has_context;
+        memcpy(out->method, m.method, sizeof out->method);
+        out->target = m.target;
+        out->target_len = m.target_len;
+        out->host = col.host_any;
+        out->host_len = col.host_any_len;
+        out->content_length = m.content_length;
+        out->chunked = m.chunked;
+        out->ambiguous_framing = m.ambiguous_framing;
+        out->version_minor = m.version_minor;
+        return DDS_SCAN_COMPLETE;
     }
     if (len >= DDS_HTTP_MAX_HEAD)
         return DDS_SCAN_NOT_HTTP;

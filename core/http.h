@@ -67,6 +67,18 @@ typedef struct dds_http_msg {
                                  * on a request, TE on HTTP/1.0 */
     size_t head_len;            /* bytes, first line to the final CRLFCRLF included */
     uint64_t body_len;          /* EV_DONE: body bytes (chunk payload only, for chunked) */
+    /* EV_HEAD, found while the head was scanned (so nobody needs to search
+     * headers[]): the first Host and User-Agent among the kept headers (what
+     * dds_http_msg_header would return; NULL if none), and the indexes into
+     * headers[], in order, of the trace-context headers among them
+     * (traceparent, tracestate, b3, x-b3-*, x-datadog-*): the only ones
+     * dds_propagation_extract looks at. Empty in EV_DONE. */
+    const char *host;
+    size_t host_len;
+    const char *user_agent;
+    size_t user_agent_len;
+    int nctx;
+    uint8_t ctx_idx[DDS_HTTP_MAX_HEADERS];
 } dds_http_msg;
 
 /* Case-insensitive lookup of the first header named `name` among the kept

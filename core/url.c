@@ -309,15 +309,15 @@ static size_t abs_scheme_len(const char *t, size_t n)
  * whitespace or control characters. */
 static void put_host(sb *b, const char *h, size_t n)
 {
-    size_t i, s = 0;
-    for (i = 0; i < n; i++) {
-        if (h[i] == '@')
-            s = i + 1;
-    }
-    for (i = s; i < n; i++) {
-        unsigned char c = (unsigned char)h[i];
-        if (c > 0x20 && c != 0x7f)
-            sb_put(b, h + i, 1);
+    size_t i, s = n, e;
+    while (s > 0 && h[s - 1] != '@') /* after the last '@' */
+        s--;
+    /* the bytes other than controls, SP and DEL, a run at a time */
+    for (i = s; i < n; i = e + 1) {
+        e = i;
+        while (e < n && (unsigned char)h[e] > 0x20 && h[e] != 0x7f)
+            e++;
+        sb_put(b, h + i, e - i);
     }
 }
 

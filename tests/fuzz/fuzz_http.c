@@ -74,6 +74,21 @@ static void on_event(void *ctx, int ev, const dds_http_msg *m)
         mix(l, ":", 1);
         mix(l, m->headers[i].value, m->headers[i].value_len);
     }
+    /* Found during the scan: what a search of the kept headers finds. */
+    {
+        size_t hl = 0, ul = 0;
+        const char *h = dds_http_msg_header(m, "host", &hl), *u = dds_http_msg_header(m, "user-agent", &ul);
+        if (h != m->host || (h && hl != m->host_len) || u != m->user_agent || (u && ul != m->user_agent_len))
+            abort();
+        if (m->nctx < 0 || m->nctx > m->nheaders)
+            abort();
+        for (i = 0; i < m->nctx; i++) {
+            if (m->ctx_idx[i] >= m->nheaders || (i > 0 && m->ctx_idx[i] <= m->ctx_idx[i - 1]))
+                abort();
+            mix_i(l, m->ctx_idx[i]);
+        }
+        mix_i(l, m->nctx);
+    }
     /* What conn.c does with a request head: http.url and the resource, at a
      * roomy and at a tight output size. Bounded, NUL-terminated, and the
      * userinfo of an absolute-form target never shows. */

@@ -19,6 +19,7 @@ typedef struct rec {
     size_t n;
     int no_body;      /* call no_body() in every EV_HEAD */
     int tunnel_2xx;   /* call set_tunnel() in EV_HEAD of a 2xx (CONNECT) */
+    int fields;       /* log host, user-agent and the context headers too */
     dds_http_stream *s;
 } rec;
 
@@ -36,6 +37,49 @@ static void addf(rec *r, const char *fmt, ...)
         r->n += (size_t)k;
     if (r->n >= sizeof r->log)
         r->n = sizeof r->log - 1;
+}
+
+static int lit_ieq(const char *a, size_t n, const char *lit)
+{
+    return strlen(lit) == n && strncasecmp(a, lit, n) == 0;
+}
+
+/* What the parser found on the way must be what a search of headers[] finds:
+ * host and user_agent as dds_http_msg_header returns them, and ctx_idx the
+ * kept headers dds_propagation_extract reads (and only x-datadog-*, x-b3-*,
+ * traceparent, tracestate, b3 besides), in order. */
+static void check_fields(const dds_http_msg *m)
+{
+    static const char *const ctx_names[] = {
+        "x-datadog-trace-id", "x-datadog-parent-id", "x-datadog-sampling-priority",
+        "x-datadog-origin", "x-datadog-tags", "traceparent", "tracestate",
+        "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "x-b3-flags", "b3"};
+    size_t l = 0;
+    const char *v = dds_http_msg_header(m, "host", &l);
+    int i, j = 0;
+    assert_ptr_equal(v, m->host);
+    if (v)
+        assert_int_equal(l, m->host_len);
+    v = dds_http_msg_header(m, "user-agent", &l);
+    assert_ptr_equal(v, m->user_agent);
+    if (v)
+        assert_int_equal(l, m->user_agent_len);
+    assert_true(m->nctx >= 0 && m->nctx <= m->nheaders);
+    for (i = 0; i < m->nheaders; i++) {
+        const char *n = m->headers[i].name;
+        size_t nl = m->headers[i].name_len;
+        int named = 0;
+        for (size_t k = 0; k < sizeof ctx_names / sizeof ctx_names[0]; k++)
+            named |= lit_ieq(n, nl, ctx_names[k]);
+        if (j < m->nctx && m->ctx_idx[j] == i) {
+            j++;
+            assert_true(named || (nl >= 10 && strncasecmp(n, "x-datadog-", 10) == 0) ||
+                        (nl >= 5 && strncasecmp(n, "x-b3-", 5) == 0));
+        } else {
+            assert_false(named);
+        }
+    }
+    assert_int_equal(j, m->nctx);
 }
 
 static void on_event(void *ctx, int ev, const dds_http_msg *m)
@@ -56,6 +100,15 @@ static void on_event(void *ctx, int ev, const dds_http_msg *m)
             addf(r, "%.*s=%.*s;", (int)m->headers[i].name_len, m->headers[i].name,
                  (int)m->headers[i].value_len, m->headers[i].value);
         addf(r, "]\n");
+        check_fields(m);
+        if (r->fields) {
+            addf(r, "  host=%.*s ua=%.*s ctx=", m->host ? (int)m->host_len : 1,
+                 m->host ? m->host : "-", m->user_agent ? (int)m->user_agent_len : 1,
+                 m->user_agent ? m->user_agent : "-");
+            for (i = 0; i < m->nctx; i++)
+                addf(r, "%d,", m->ctx_idx[i]);
+            addf(r, "\n");
+        }
         if (r->no_body)
             dds_http_stream_no_body(r->s);
         if (r->tunnel_2xx && m->status >= 200 && m->status < 300)
@@ -83,6 +136,8 @@ typedef struct opts {
     int is_response, no_body, tunnel_2xx, eof;
 } opts;
 
+static int log_fields; /* set by test_head_fields: rec.fields */
+
 /* Feeds `in` cut at the given split points (sorted offsets), then optionally
  * eof. Fills r->log and returns the final stream state summary in *dead. */
 static void run_split(const opts *o, const char *in, size_t len, const size_t *cuts, int ncuts,
@@ -94,6 +149,7 @@ static void run_split(const opts *o, const char *in, size_t len, const size_t *c
     memset(r, 0, sizeof *r);
     r->no_body = o->no_body;
     r->tunnel_2xx = o->tunnel_2xx;
+    r->fields = log_fields;
     r->s = &s;
     dds_http_stream_init(&s, o->is_response);
     for (i = 0; i <= ncuts; i++) {
@@ -602,6 +658,45 @@ static void test_many_headers(void **state)
     free(r);
 }
 
+/* Host, User-Agent and the trace-context headers, found during the scan,
+ * identical for every split (check_o), and as a search would find them
+ * (check_fields). */
+static void test_head_fields(void **state)
+{
+    (void)state;
+    char buf[4096];
+    size_t n = 0;
+    int i;
+    opts o = { 0, 0, 0, 0 };
+    log_fields = 1;
+    check(0, "GET / HTTP/1.1\r\nHOST:  a.example:80 \r\nhost: b\r\nUser-AGENT: curl/8\r\n"
+                "TraceParent: 00-1-2-01\r\nx-b3x: 1\r\nb33: 1\r\nB3: 1\r\nX-B3-Sampled: 1\r\n"
+                "x-datadog-origin: rum\r\nX-Datadog-Whatever: 1\r\nx-datadog: 1\r\ntracestate: a=b\r\n"
+                "x-b3-: 1\r\nuser-agent: second\r\n\r\n",
+            "H GET / 1.1 cl=-1 ch=0 cc=0 ec=0 up=0 amb=0 hl=242 n=14 tr=0 [HOST=a.example:80;host=b;"
+            "User-AGENT=curl/8;TraceParent=00-1-2-01;x-b3x=1;b33=1;B3=1;X-B3-Sampled=1;x-datadog-origin=rum;"
+            "X-Datadog-Whatever=1;x-datadog=1;tracestate=a=b;x-b3-=1;user-agent=second;]\n"
+            "  host=a.example:80 ua=curl/8 ctx=3,6,7,8,9,11,12,\n"
+            "D GET body=0\n");
+    check(1, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            "H 200 1.1 cl=0 ch=0 cc=0 ec=0 up=0 amb=0 hl=38 n=1 tr=0 [Content-Length=0;]\n"
+            "  host=- ua=- ctx=\n"
+            "D 200 body=0\n");
+    /* past the 64 kept headers: not reported (a search would not find them) */
+    n += (size_t)sprintf(buf + n, "GET / HTTP/1.1\r\n");
+    for (i = 0; i < 64; i++)
+        n += (size_t)sprintf(buf + n, "H%d: v\r\n", i);
+    n += (size_t)sprintf(buf + n, "Host: late\r\ntraceparent: x\r\nUser-Agent: u\r\n\r\n");
+    check_o(&o, buf, n, NULL);
+    rec *r = calloc(1, sizeof *r);
+    int dead, b;
+    run_split(&o, buf, n, NULL, 0, r, &dead, &b);
+    assert_non_null(strstr(r->log, "n=64 tr=1"));
+    assert_non_null(strstr(r->log, "  host=- ua=- ctx=\n"));
+    free(r);
+    log_fields = 0;
+}
+
 static void hdr_cb(void *ctx, int ev, const dds_http_msg *m)
 {
     int *ok = ctx;
@@ -786,6 +881,7 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_many_headers),
         cmocka_unit_test(test_header_lookup),
+        cmocka_unit_test(test_head_fields),
         cmocka_unit_test(test_null_cb_and_reuse),
         cmocka_unit_test(test_scan_complete),
         cmocka_unit_test(test_scan_context),
