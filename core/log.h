@@ -21,12 +21,15 @@ int dds_log_debug_enabled(void);
 /* One long line (the startup configuration): stamp, prefix, text, written
  * with a single writev; text must hold no newline. */
 void dds_log_long(int level, const char *prefix, const char *text);
-/* Forget the open fd without closing it (after fork the child reopens lazily). */
+/* In a fork child: the inherited fd stays in use; the rate limit restarts. */
 void dds_log_reset_after_fork(void);
 /* The program closes fd (close, dup2 onto it, closefrom, close_range): if it
  * was the log's, forget it without closing, so that no line ever goes to
  * whatever the program opens under that number next; the next line reopens
- * the file. Called by the close hooks (hooks/socket.c). */
+ * the file. dds_log_fd_lost returns once no other thread is still writing a
+ * line to that fd (bounded: at most ~50 ms, for a thread stopped mid-line),
+ * so the caller may then let the close go ahead. Lock-free: callable in a
+ * signal handler. Called by the close hooks (hooks/socket.c). */
 int dds_log_owns_fd(int fd);
 void dds_log_fd_lost(int fd);
 void dds_log_fds_lost_range(unsigned lo, unsigned hi);

@@ -74,14 +74,15 @@ fuzz() {
 # ---- sanitizer reports -------------------------------------------------------------
 
 # sanitizer_report LOGDIR: prints every report found there; fails on those
-# whose stack goes through ddshim (libddshim.so, its sources, or the test
-# helpers); the rest (inside uninstrumented programs' own code) are listed.
+# whose stack goes through ddshim (libddshim.so, its sources, the test
+# helpers, or the local agent); the rest (inside uninstrumented programs' own
+# code) are listed.
 sanitizer_report() {
     d=$1
     ours=0 theirs=0
     for f in "$d"/*; do
         [ -f "$f" ] || continue
-        if grep -qE 'libddshim\.so|core/[a-z_]+\.c|hooks/[a-z_]+\.c|preload/[a-z_]+\.c|tests/helpers/' "$f"; then
+        if grep -qE 'libddshim\.so|core/[a-z_]+\.c|hooks/[a-z_]+\.c|preload/[a-z_]+\.c|tests/helpers/|scripts/agent/' "$f"; then
             ours=$((ours + 1))
             echo "--- $f (involves ddshim)"
             head -60 "$f"
@@ -183,13 +184,17 @@ for san in address thread; do
         # setuid/AT_SECURE programs (the loader refuses to preload a
         # sanitizer runtime into a secure process); forking a multithreaded
         # program (the sanitizers' allocators are not fork-safe: the child
-        # hangs in its first malloc); bounds on elapsed time (sanitizers are
-        # 2-10x slower); a count of the process's threads (TSan adds one);
-        # jemalloc preloaded next to the sanitizer's own allocator.
-        out=$(DDSHIM_RELIABILITY_LOG= PYTEST_ADDOPTS="-k 'not nginx and not setuid and not at_secure and not fork_while_spans_flow and not hanging_agent_is_bounded and not disabled_does_nothing and not jemalloc'" \
+        # hangs in its first malloc, in SizeClassAllocator64::GetFromAllocator,
+        # on a lock another thread held at the fork); bounds on elapsed time
+        # (sanitizers are 2-10x slower); a count of the process's threads
+        # (TSan adds one); jemalloc preloaded next to the sanitizer's own
+        # allocator. Tests that trace curl, psql or pgbench skip themselves
+        # (tests/integration/conftest.py: those hang in glibc's setlocale
+        # lock under a sanitizer runtime, ddshim or not).
+        out=$(DDSHIM_RELIABILITY_LOG= PYTEST_ADDOPTS="-rs -k 'not nginx and not setuid and not at_secure and not fork_while_spans_flow and not fork_during_lazy_init and not hanging_agent_is_bounded and not disabled_does_nothing and not jemalloc'" \
               timeout -k 20 900 $MAKE -s SANITIZE=$san BUILD=$b integration 2>&1)
         rc=$?
-        echo "$out" | grep -E 'passed|failed|error' | tail -4
+        echo "$out" | grep -E 'passed|failed|error|^SKIPPED' | tail -12
         npass=$(echo "$out" | sed -n 's/.* \([0-9][0-9]*\) passed.*/\1/p' | awk '{s+=$1} END {print s+0}')
         record sanitizer sanitizers "$san: integration + reliability suites" 0 "$npass" \
             $([ $rc -eq 0 ] && echo 1 || echo 0)

@@ -61,8 +61,14 @@ static struct {
     char *rates_body; /* the whole 200 answer */
 } opt = {.group_ms = 1200};
 
-static volatile sig_atomic_t g_signalled;
-static volatile int g_stopping;
+/* Shared flags, only ever accessed atomically (volatile is not a memory
+ * model: TSan rightly reported g_stopping, read by connection threads).
+ * g_signalled: the signal that asked us to stop, set in the handler (a
+ * lock-free atomic store is async-signal-safe). g_stopping: set by the main
+ * thread before it stops the daemon, so that connection threads sleeping in
+ * a fault (hang, slow) return at once. */
+static int g_signalled;
+static int g_stopping;
 static FILE *g_out, *g_requests;
 static pthread_mutex_t g_files_mu = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long g_seq, g_conn_seq;
@@ -88,7 +94,7 @@ static void sleep_ms(int ms)
 static void sleep_unless_stopping(int64_t ms)
 {
     int64_t end = mono_ms() + ms;
-    while (!g_stopping && mono_ms() < end)
+    while (!__atomic_load_n(&g_stopping, __ATOMIC_ACQUIRE) && mono_ms() < end)
         sleep_ms(20);
 }
 
@@ -993,7 +999,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 
 static void on_signal(int sig)
 {
-    g_signalled = sig;
+    __atomic_store_n(&g_signalled, sig, __ATOMIC_RELEASE);
 }
 
 static void usage(FILE *f)
@@ -1145,12 +1151,12 @@ int main(int argc, char **argv)
     if (opt.ready_file)
         write_ready_file(where);
 
-    while (!g_signalled) {
+    while (!__atomic_load_n(&g_signalled, __ATOMIC_ACQUIRE)) {
         sleep_ms(50);
         if (!opt.quiet)
             waterfall_print_ready(0);
     }
-    g_stopping = 1;
+    __atomic_store_n(&g_stopping, 1, __ATOMIC_RELEASE);
     MHD_stop_daemon(d);
     if (!opt.quiet)
         waterfall_print_ready(1);

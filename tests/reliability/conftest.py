@@ -55,6 +55,7 @@ BUILD = _integration.BUILD
 LIB = _integration.LIB
 RUN = _integration.RUN
 HELPERS = _integration.HELPERS
+PRELOAD_EXTRA = _integration.PRELOAD_EXTRA
 
 PY = "/usr/bin/python3"
 REL_CLIENT = os.path.join(HELPERS, "rel_client")
@@ -130,6 +131,13 @@ def timed(cmd, env, traced=True, timeout=60, **kw):
     t0 = time.monotonic()
     r = run(cmd, env, traced=traced, timeout=timeout, **kw)
     return r, time.monotonic() - t0
+
+
+def ld_preload(*libs):
+    """An LD_PRELOAD value for libs. In a sanitizer run the runtime comes
+    first (as ddshim-run puts it): an instrumented ddshim or helper library
+    cannot load into an uninstrumented program otherwise."""
+    return ":".join(([PRELOAD_EXTRA] if PRELOAD_EXTRA else []) + list(libs))
 
 
 def plain_env(**extra):

@@ -21,8 +21,8 @@ import subprocess
 
 import pytest
 
-from conftest import (HELPERS, LIB, REL_CLIENT, REL_FORK, REL_LIBEARLY, ROOT, ddshim_log, plain_env,
-                      settled, timed, trace_headers_in, traced_env)
+from conftest import (HELPERS, LIB, REL_CLIENT, REL_FORK, REL_LIBEARLY, ROOT, ddshim_log, ld_preload,
+                      plain_env, settled, timed, trace_headers_in, traced_env)
 
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 REL_DLOPEN = os.path.join(HELPERS, "rel_dlopen")
@@ -30,7 +30,7 @@ REL_DLOPEN = os.path.join(HELPERS, "rel_dlopen")
 
 def preload_env(agent, tmp, preload, **extra):
     env = traced_env(agent, tmp, **extra)
-    env["LD_PRELOAD"] = ":".join(preload)
+    env["LD_PRELOAD"] = ld_preload(*preload)
     return env
 
 
@@ -52,7 +52,7 @@ def test_constructor_sends_before_ddshim_is_ready(agent, raw_server, tmp, rel, o
     cmd = [REL_CLIENT, "127.0.0.1", str(raw_server.port), "get:/main", "return:0"]
     extra = dict(REL_EARLY_ADDR="127.0.0.1:%d" % raw_server.port, REL_EARLY_OUT=early_out)
 
-    plain, _ = timed(cmd, dict(plain_env(**extra), LD_PRELOAD=REL_LIBEARLY), traced=False)
+    plain, _ = timed(cmd, dict(plain_env(**extra), LD_PRELOAD=ld_preload(REL_LIBEARLY)), traced=False)
     assert plain.returncode == 0 and open(early_out).read() == "status 200"
     os.unlink(early_out)
     raw_server.requests.clear()
@@ -87,7 +87,7 @@ def test_some_preload_order_runs_hooks_before_ddshim_constructor(tmp, rel):
     firsts = []
     for libs in ([REL_LIBEARLY, LIB], [LIB, REL_LIBEARLY]):
         dbg = os.path.join(tmp, "ld-%d" % len(firsts))
-        env = dict(plain_env(), LD_PRELOAD=":".join(libs), LD_DEBUG="files", LD_DEBUG_OUTPUT=dbg)
+        env = dict(plain_env(), LD_PRELOAD=ld_preload(*libs), LD_DEBUG="files", LD_DEBUG_OUTPUT=dbg)
         assert subprocess.run(["/bin/true"], env=env).returncode == 0
         inits = init_order(dbg)
         firsts.append(inits.index("rel_libearly") < inits.index("libddshim.so"))
@@ -158,7 +158,7 @@ def test_setuid_binary_ignores_ddshim(agent, raw_server, rtmp, rel, who):
     log = os.path.join(logs, "ddshim.log")
     cmd = [exe, "127.0.0.1", str(raw_server.port), "get:/suid", "tasks", "return:4"]
     env = traced_env(agent, None, DD_TRACE_LOG_FILE=log, DD_TRACE_DEBUG="true", TMPDIR=logs,
-                     LD_PRELOAD=lib)
+                     LD_PRELOAD=ld_preload(lib))
     prefix = [] if who == "root" else ["runuser", "-u", "nobody", "--", "env"] + \
         ["%s=%s" % (k, v) for k, v in env.items() if k.startswith(("DD", "LD_", "TMPDIR"))]
     plain, _ = timed(prefix[:4] + cmd if prefix else cmd, plain_env(), traced=False)

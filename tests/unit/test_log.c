@@ -9,7 +9,9 @@
 
 #include "../../core/log.c"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 static void test_civil_date_matches_gmtime(void **state)
@@ -66,12 +68,148 @@ static void test_lines_and_file_mode(void **state)
     unlink(path);
 }
 
+/* Back to "nothing opened yet", as at start-up. */
+static void log_reset(const char *path)
+{
+    int fd = __atomic_exchange_n(&log_fd, -1, __ATOMIC_SEQ_CST);
+    if (fd >= 0)
+        close(fd);
+    dds_log_configure(path, 0);
+    __atomic_store_n(&log_window_count, 0, __ATOMIC_RELAXED);
+}
+
+static size_t count_lines(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    char buf[2048];
+    size_t n = 0;
+    while (fgets(buf, sizeof buf, f))
+        if (needle == NULL || strstr(buf, needle))
+            n++;
+    fclose(f);
+    return n;
+}
+
+/* fds of this process open on path. */
+static int fds_on(const char *path)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        char link[300], target[256];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+        ssize_t r = readlink(link, target, sizeof target - 1);
+        if (r > 0) {
+            target[r] = '\0';
+            n += strcmp(target, path) == 0;
+        }
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+#define RACERS 8
+static pthread_barrier_t first_line_bar;
+
+static void *first_line(void *arg)
+{
+    pthread_barrier_wait(&first_line_bar);
+    dds_log(DDS_LOG_WARN, "first line from racer %d", (int)(intptr_t)arg);
+    return NULL;
+}
+
+/* Threads logging their first lines at once: every line is written, and
+ * only one fd stays open on the file (the ones that lost the race to
+ * publish theirs closed them). */
+static void test_first_lines_race(void **state)
+{
+    (void)state;
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/ddshim-test-log-race-%d.log", (int)getpid());
+    for (int round = 0; round < 20; round++) {
+        unlink(path);
+        log_reset(path);
+        pthread_t t[RACERS];
+        pthread_barrier_init(&first_line_bar, NULL, RACERS);
+        for (int i = 0; i < RACERS; i++)
+            pthread_create(&t[i], NULL, first_line, (void *)(intptr_t)i);
+        for (int i = 0; i < RACERS; i++)
+            pthread_join(t[i], NULL);
+        pthread_barrier_destroy(&first_line_bar);
+        assert_int_equal(count_lines(path, "first line from racer"), RACERS);
+        assert_int_equal(fds_on(path), 1);
+    }
+    log_reset(path);
+    unlink(path);
+}
+
+static int closer_stop;
+
+static void *busy_logger(void *arg)
+{
+    (void)arg;
+    for (int i = 0; !__atomic_load_n(&closer_stop, __ATOMIC_ACQUIRE); i++) {
+        __atomic_store_n(&log_window_count, 0, __ATOMIC_RELAXED); /* no rate limit here */
+        dds_log(DDS_LOG_WARN, "busy line %d", i);
+    }
+    return NULL;
+}
+
+/* The program closes the log's fd (after the close hook's dds_log_fd_lost)
+ * and at once opens a file of its own, which usually gets the same number,
+ * while other threads are writing lines: none of them may land in the
+ * program's file. */
+static void test_closed_fd_never_gets_lines(void **state)
+{
+    (void)state;
+    char path[128], mine[128];
+    snprintf(path, sizeof path, "/tmp/ddshim-test-log-close-%d.log", (int)getpid());
+    snprintf(mine, sizeof mine, "/tmp/ddshim-test-log-program-%d.txt", (int)getpid());
+    unlink(path);
+    unlink(mine);
+    log_reset(path);
+    __atomic_store_n(&closer_stop, 0, __ATOMIC_RELAXED);
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++)
+        pthread_create(&t[i], NULL, busy_logger, NULL);
+    int reused = 0;
+    for (int round = 0; round < 300; round++) {
+        int fd = __atomic_load_n(&log_fd, __ATOMIC_ACQUIRE);
+        if (fd < 0 || !dds_log_owns_fd(fd)) {
+            usleep(100);
+            continue;
+        }
+        dds_log_fd_lost(fd);
+        close(fd);
+        int p = open(mine, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        assert_true(p >= 0);
+        reused += p == fd;
+        usleep(200); /* the loggers keep going, onto a reopened log */
+        close(p);
+    }
+    __atomic_store_n(&closer_stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    assert_true(reused > 0); /* the situation under test did happen */
+    assert_int_equal(count_lines(mine, NULL), 0);
+    assert_true(count_lines(path, "busy line") > 0);
+    log_reset(path);
+    unlink(path);
+    unlink(mine);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_civil_date_matches_gmtime),
         cmocka_unit_test(test_stamp_format),
         cmocka_unit_test(test_lines_and_file_mode),
+        cmocka_unit_test(test_first_lines_race),
+        cmocka_unit_test(test_closed_fd_never_gets_lines),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }
