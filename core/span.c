@@ -70,8 +70,14 @@ static void span_strfree(dds_span *s, char *p)
  * means plain malloc/free, and a fork child that inherited it held simply
  * never uses it. dds_span_pool_trim() (the writer, when it finds nothing to
  * send) gives everything back, so an idle process keeps nothing. Under
- * AddressSanitizer every free is real, so that use-after-free stays visible. */
-#if defined(__SANITIZE_ADDRESS__)
+ * AddressSanitizer and ThreadSanitizer every free is real, so that a
+ * use-after-free (or a use after recycling) stays visible as one. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define DDS_NO_POOLS 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(DDS_NO_POOLS)
 #define POOL_MAX 0
 #else
 #define POOL_MAX 512
@@ -471,10 +477,11 @@ void dds_trace_decide(dds_trace *t, const dds_span *root)
 
 void dds_span_finish_at(dds_span *s, int64_t mono_ns)
 {
-    if (s == NULL || s->finished)
+    /* Exactly once, even if two threads finish the span at the same time:
+     * a second append would hand the chunk to the writer twice. */
+    if (s == NULL || __atomic_exchange_n(&s->finished, 1, __ATOMIC_ACQ_REL))
         return;
     dds_active_remove(s);
-    __atomic_store_n(&s->finished, 1, __ATOMIC_RELEASE);
     s->duration_ns = mono_ns - s->mono_start_ns;
     if (s->duration_ns < 0)
         s->duration_ns = 0;
