@@ -2,6 +2,7 @@
  * encode.c — v0.4 msgpack encoding of trace chunks (encode.h).
  */
 #include "encode.h"
+#include "ids.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -403,14 +404,6 @@ static void format_dm(int mech, char buf[16])
     buf[1 + n] = '\0';
 }
 
-/* 16 lowercase hex digits, as "%016" PRIx64. */
-static void format_hex16(uint64_t v, char buf[17])
-{
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; i--, v >>= 4)
-        buf[i] = hex[v & 15];
-    buf[16] = '\0';
-}
 
 /* The tags of the chunk root only: the trace-level decision and context. */
 static uint32_t pack_root_meta(enc *e, const dds_trace *t)
@@ -427,7 +420,7 @@ static uint32_t pack_root_meta(enc *e, const dds_trace *t)
         reserved_add(e, "_dd.p.dm");
     }
     if (t->trace_id_hi != 0) {
-        format_hex16(t->trace_id_hi, buf);
+        dds_hex16(t->trace_id_hi, buf);
         n += put_reserved(e, "_dd.p.tid", buf);
     }
     if (sm->ksr >= 0) {

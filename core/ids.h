@@ -18,5 +18,8 @@ void dds_id_trace(int use_128, uint64_t *hi, uint64_t *lo);
 void dds_id_uuid4(char out[37]);
 /* Call in a fork child so parent and child never draw the same ids. */
 void dds_id_reseed(void);
+/* v as 16 lowercase hex digits and a NUL ("%016" PRIx64, without printf):
+ * _dd.p.tid, traceparent, tracestate, b3. */
+void dds_hex16(uint64_t v, char out[17]);
 
 #endif

@@ -1,5 +1,6 @@
 /* See propagation.h. */
 #include "propagation.h"
+#include "ids.h"
 
 #include <limits.h>
 #include <stddef.h>
@@ -151,29 +152,13 @@ static int parse_dec_int(const char *s, size_t n, int *out)
     return 1;
 }
 
-/* Two output characters per byte, from a table: half the steps of a digit
- * loop, on every injected request (trace and span ids). */
-static const char hex_pairs[513] =
-    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
-    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
-    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
-    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
-    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
-    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
-    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
-
+/* Two output characters per step, from a table: half the steps of a digit
+ * loop, on every injected request. */
 static const char dec_pairs[201] =
     "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
-static void hex16(uint64_t v, char out[17])
-{
-    for (int i = 14; i >= 0; i -= 2, v >>= 8)
-        memcpy(out + i, hex_pairs + 2 * (v & 0xff), 2);
-    out[16] = '\0';
-}
 
 /* An error tag: `what` plus an echo of the offending value. The value came
  * from the network and ends up in span meta (msgpack str, must be UTF-8), so
@@ -601,7 +586,7 @@ static void parse_dd_member(dds_trace_context *c, found *f, const char *v, size_
         } else if (eq_lit(p, kn, "p")) {
             uint64_t x;
             if (vn == 16 && parse_hex64(val, vn, 0, &x))
-                hex16(x, f->last_parent);
+                dds_hex16(x, f->last_parent);
         } else if (eq_lit(p, kn, "o")) {
             if (full)
                 set_origin(c, val, vn, 1);
@@ -886,13 +871,13 @@ int dds_propagation_extract(const dds_hdr *hdrs, int n, const dds_config *cfg,
                 if (strcmp(w3c.last_parent, "0000000000000000") != 0)
                     memcpy(out->last_parent_id, w3c.last_parent, 17);
                 else if (dd.has_trace && dd.hi == win.hi && dd.lo == win.lo && dd.has_parent)
-                    hex16(dd.parent, out->last_parent_id);
+                    dds_hex16(dd.parent, out->last_parent_id);
                 win.parent = w3c.parent;
                 win.has_parent = 1;
             }
         } else if (win_style == DDS_STYLE_DATADOG && win.has_tid && w3c.lo == win.lo) {
             char h[17];
-            hex16(win.hi, h);
+            dds_hex16(win.hi, h);
             PERR(out, "inconsistent_tid ", h, 16);
         }
     }
@@ -979,7 +964,7 @@ static void w_int(wbuf *w, int v)
 static void w_hex16(wbuf *w, uint64_t v)
 {
     char h[17];
-    hex16(v, h);
+    dds_hex16(v, h);
     w_mem(w, h, 16);
 }
 

@@ -6,6 +6,8 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -48,6 +50,14 @@ static void test_ids(void **state)
     assert_int_equal(strlen(u), 36);
     assert_int_equal(u[14], '4');
     assert_true(u[19] == '8' || u[19] == '9' || u[19] == 'a' || u[19] == 'b');
+    /* dds_hex16 is "%016" PRIx64, without printf. */
+    uint64_t vals[] = {0, 1, 0xabcULL, 0x0123456789abcdefULL, UINT64_MAX, dds_id_span()};
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+        char got[17], want[17];
+        dds_hex16(vals[i], got);
+        snprintf(want, sizeof want, "%016" PRIx64, vals[i]);
+        assert_string_equal(got, want);
+    }
 }
 
 static void test_trace_completes_when_last_span_finishes(void **state)
