@@ -36,7 +36,6 @@ int dds_active;
 pid_t dds_pid;
 static dds_config config;
 static pthread_once_t ready_once = PTHREAD_ONCE_INIT;
-static int ready_ok;
 /* 0 not started, 1 running, 2 done; init_here marks the thread running it. */
 static int init_state;
 static __thread int init_here;
@@ -55,7 +54,6 @@ static void lazy_init(void)
     dds_writer_rates_hook = dds_sampler_update_rates;
     dds_trace_complete_hook = dds_writer_enqueue;
     dds_writer_start();
-    ready_ok = 1;
     __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
     init_here = 0;
     dds_in_shim = was;
@@ -82,7 +80,7 @@ int dds_ready(void)
     if (!dds_active)
         return 0;
     pthread_once(&ready_once, lazy_init);
-    return ready_ok;
+    return __atomic_load_n(&init_state, __ATOMIC_ACQUIRE) == 2;
 }
 
 static void atfork_prepare(void)
