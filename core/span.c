@@ -289,11 +289,10 @@ dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent
         if (t->is_continued)
             s->parent_id = remote->parent_id;
     }
+    /* A new trace: no other thread can see it yet, so no lock. */
     s->span_id = dds_id_span();
-    pthread_mutex_lock(&t->mu);
     t->root_span_id = s->span_id;
     t->open_spans++;
-    pthread_mutex_unlock(&t->mu);
 started:
     s->trace = t;
     if (s->span_id == 0)
@@ -346,12 +345,12 @@ static void *grow(void *arr, const void *inline_arr, int *cap, size_t elem)
     return p;
 }
 
-static void meta_put(dds_span *s, const char *key, int key_owned, const char *val, size_t len)
+static void meta_put(dds_span *s, const char *key, uint64_t bit, int key_owned, const char *val,
+                     size_t len)
 {
     char *v = span_strdup(s, val, len);
     if (v == NULL)
         return;
-    uint64_t bit = key_bit(key);
     dds_meta *m = meta_find_bit(s, key, bit);
     if (m != NULL) {
         span_strfree(s, m->val);
@@ -379,22 +378,16 @@ static void meta_put(dds_span *s, const char *key, int key_owned, const char *va
     box_of(s)->keys |= bit;
 }
 
-void dds_span_set_meta_n(dds_span *s, const char *key, const char *val, size_t len)
+void dds_span_put_meta(dds_span *s, const char *key, uint64_t bit, const char *val, size_t len)
 {
     if (s && key && val)
-        meta_put(s, key, 0, val, len);
-}
-
-void dds_span_set_meta(dds_span *s, const char *key, const char *val)
-{
-    if (s && key && val)
-        meta_put(s, key, 0, val, strlen(val));
+        meta_put(s, key, bit, 0, val, len);
 }
 
 void dds_span_set_meta_dyn(dds_span *s, const char *key, const char *val)
 {
     if (s && key && val)
-        meta_put(s, key, 1, val, strlen(val));
+        meta_put(s, key, key_bit(key), 1, val, strlen(val));
 }
 
 const char *dds_span_get_meta(const dds_span *s, const char *key)

@@ -120,9 +120,23 @@ dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent
                             const dds_trace_context *remote, int64_t wall_ns, int64_t mono_ns);
 
 /* Tags. key must be static (use _dyn for computed keys). val is copied.
- * Setting an existing key replaces its value. */
-void dds_span_set_meta(dds_span *s, const char *key, const char *val);
-void dds_span_set_meta_n(dds_span *s, const char *key, const char *val, size_t len);
+ * Setting an existing key replaces its value. dds_span_set_meta and _n are
+ * inline so that, for the string literals hooks pass, the key's bit and the
+ * value's length are worked out by the compiler (both run per span). */
+void dds_span_put_meta(dds_span *s, const char *key, uint64_t key_bit, const char *val,
+                       size_t len);
+static inline __attribute__((always_inline)) void
+dds_span_set_meta_n(dds_span *s, const char *key, const char *val, size_t len)
+{
+    if (s && key && val)
+        dds_span_put_meta(s, key, dds_key_bit(key), val, len);
+}
+static inline __attribute__((always_inline)) void
+dds_span_set_meta(dds_span *s, const char *key, const char *val)
+{
+    if (s && key && val)
+        dds_span_put_meta(s, key, dds_key_bit(key), val, __builtin_strlen(val));
+}
 void dds_span_set_meta_dyn(dds_span *s, const char *key, const char *val);
 const char *dds_span_get_meta(const dds_span *s, const char *key);
 void dds_span_set_metric(dds_span *s, const char *key, double val);
