@@ -81,7 +81,9 @@ static long parse_inline(const char *buf, size_t len, dds_redis_cmd *out)
     return nl ? (long)(end + 1) : 0;
 }
 
-long dds_redis_parse(const char *buf, size_t len, dds_redis_cmd *out)
+static void set_name(dds_redis_cmd *out);
+
+static long parse_any(const char *buf, size_t len, dds_redis_cmd *out)
 {
     out->argc = 0;
     out->nargs = 0;
@@ -129,12 +131,20 @@ long dds_redis_parse(const char *buf, size_t len, dds_redis_cmd *out)
     return (long)pos;
 }
 
+long dds_redis_parse(const char *buf, size_t len, dds_redis_cmd *out)
+{
+    long r = parse_any(buf, len, out);
+    set_name(out);
+    return r;
+}
+
 void dds_redis_from_argv(dds_redis_cmd *out, int argc, const char *const *argv,
                          const size_t *argvlen)
 {
     out->argc = argc > 0 ? argc : 0;
     out->nargs = 0;
     out->truncated = 0;
+    out->name[0] = '\0';
     if (argv == NULL) {
         out->argc = 0;
         return;
@@ -145,6 +155,7 @@ void dds_redis_from_argv(dds_redis_cmd *out, int argc, const char *const *argv,
         if (argv[i] == NULL)
             out->arg[i].len = 0;
     }
+    set_name(out);
 }
 
 /* ---- names ------------------------------------------------------------- */
@@ -202,24 +213,40 @@ static const char *const two_word[] = {
     "XGROUP", "XINFO", NULL,
 };
 
-/* The first byte decides most comparisons: no strcmp call for them. */
+static void set_name(dds_redis_cmd *out)
+{
+    if (out->nargs > 0)
+        upper_name(&out->arg[0], out->name);
+    else
+        out->name[0] = '\0';
+}
+
+/* name == word, the first two bytes compared inline: they decide most
+ * comparisons without a strcmp call (name[1] is readable once name[0] equals
+ * a word's non-NUL first byte). */
+static int same_name(const char *name, const char *word)
+{
+    return word[0] == name[0] && word[1] == name[1] && strcmp(name, word) == 0;
+}
+
 static int in_list(const char *name, const char *const *list)
 {
     for (int i = 0; list[i]; i++)
-        if (list[i][0] == name[0] && strcmp(name, list[i]) == 0)
+        if (same_name(name, list[i]))
             return 1;
     return 0;
 }
 
 size_t dds_redis_resource(const dds_redis_cmd *c, char *buf, size_t cap)
 {
-    char name[NAME_MAX_LEN + 1], sub[NAME_MAX_LEN + 1];
+    char sub[NAME_MAX_LEN + 1];
+    const char *name = c->name;
     if (cap == 0)
         return 0;
     buf[0] = '\0';
     if (c->nargs == 0 || c->arg[0].len == 0 || cap < 2 * NAME_MAX_LEN + 2)
         return 0;
-    size_t n = upper_name(&c->arg[0], name);
+    size_t n = c->arg[0].len < NAME_MAX_LEN ? c->arg[0].len : NAME_MAX_LEN;
     memcpy(buf, name, n + 1);
     if (c->nargs >= 2 && in_list(name, two_word) && is_word(&c->arg[1])) {
         size_t k = upper_name(&c->arg[1], sub);
@@ -237,11 +264,9 @@ static const char *const pubsub[] = {
 
 int dds_redis_is_pubsub(const dds_redis_cmd *c)
 {
-    char name[NAME_MAX_LEN + 1];
     if (c->nargs == 0)
         return 0;
-    upper_name(&c->arg[0], name);
-    return in_list(name, pubsub);
+    return in_list(c->name, pubsub);
 }
 
 static int small_uint(const dds_redis_arg *a, int maxdigits)
@@ -332,7 +357,7 @@ static void plan(const char *name, const dds_redis_cmd *c, unsigned char *act)
     int n = c->nargs;
     const rule *r = NULL;
     for (size_t i = 0; i < sizeof rules / sizeof *rules; i++)
-        if (rules[i].name[0] == name[0] && strcmp(name, rules[i].name) == 0) {
+        if (same_name(name, rules[i].name)) {
             r = &rules[i];
             break;
         }
@@ -457,7 +482,6 @@ static void token(outbuf *o, const char *p, size_t len)
 
 size_t dds_redis_raw_command(const dds_redis_cmd *c, char *buf, size_t cap)
 {
-    char name[NAME_MAX_LEN + 1];
     unsigned char act[DDS_REDIS_MAX_ARGS];
     if (cap == 0)
         return 0;
@@ -465,9 +489,8 @@ size_t dds_redis_raw_command(const dds_redis_cmd *c, char *buf, size_t cap)
     if (c->nargs == 0 || cap < DDS_REDIS_RAW_CAP)
         return 0;
     outbuf o = {buf, 0, 0};
-    upper_name(&c->arg[0], name);
-    memset(act, A_KEEP, sizeof act);
-    plan(name, c, act);
+    memset(act, A_KEEP, (size_t)c->nargs);
+    plan(c->name, c, act);
     token(&o, c->arg[0].p, c->arg[0].len);
     int rest = 0;
     for (int i = 1; i < c->nargs && !o.full; i++) {

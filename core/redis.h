@@ -40,6 +40,8 @@ typedef struct dds_redis_cmd {
     long argc;       /* arguments the command declares, including its name */
     int nargs;       /* how many of them are in arg[] */
     int truncated;   /* the buffer ended inside the command: the last arg may be partial */
+    char name[33];   /* arg[0] upper-cased (at most 32 bytes, anything but
+                      * printable ASCII as '_'), worked out once by the parser */
     dds_redis_arg arg[DDS_REDIS_MAX_ARGS];
 } dds_redis_cmd;
 

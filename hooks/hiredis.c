@@ -464,20 +464,26 @@ static rctx *ctx_get_locked(const void *key)
 
 typedef struct peer_snap {
     char host[256];
+    size_t hostlen;
     int port;
 } peer_snap;
 
+/* The peer as the span needs it: only the bytes of the name are copied (this
+ * runs per command). */
 static void snap(const rctx *r, peer_snap *p)
 {
-    memcpy(p->host, r->host, sizeof p->host);
+    size_t n = strnlen(r->host, sizeof p->host - 1);
+    memcpy(p->host, r->host, n);
+    p->host[n] = '\0';
+    p->hostlen = n;
     p->port = r->port;
 }
 
 static void set_peer(dds_span *s, const peer_snap *p)
 {
     if (p->host[0]) {
-        dds_span_set_meta(s, "out.host", p->host);
-        dds_span_set_meta(s, "peer.service", p->host);
+        dds_span_set_meta_n(s, "out.host", p->host, p->hostlen);
+        dds_span_set_meta_n(s, "peer.service", p->host, p->hostlen);
         dds_span_set_meta(s, "_dd.peer.service.source", "out.host");
     }
     if (p->port > 0)
@@ -734,9 +740,16 @@ static void command_done(const void *c, op *o, const void *reply)
         span_end(o->span, NULL, err, db);
         return;
     }
+    int db = o->db;
     pthread_mutex_lock(&map_mu);
     rctx *r = map_find(c);
     int earlier = r && (r->qlen || r->untracked);
+    if (r && !earlier) {
+        /* The usual case, settled under one lock: the reply is ours. */
+        if (o->select_db >= 0 && !reply_is_error(reply))
+            r->db = o->select_db;
+        db = r->db;
+    }
     pthread_mutex_unlock(&map_mu);
     if (earlier && o->mode != M_DIRECT) {
         /* The reply is an earlier append's; ours is now pending. */
@@ -744,17 +757,14 @@ static void command_done(const void *c, op *o, const void *reply)
         op_appended(c, o, 1);
         return;
     }
-    if (earlier)
+    if (earlier) {
         got_reply(c, REDIS_OK, 1, reply);
-    int db = o->db;
-    pthread_mutex_lock(&map_mu);
-    r = map_find(c);
-    if (r) {
-        if (!earlier && o->select_db >= 0 && !reply_is_error(reply))
-            r->db = o->select_db;
-        db = r->db;
+        pthread_mutex_lock(&map_mu);
+        r = map_find(c);
+        if (r)
+            db = r->db;
+        pthread_mutex_unlock(&map_mu);
     }
-    pthread_mutex_unlock(&map_mu);
     span_end(o->span, earlier ? NULL : reply, NULL, db);
 }
 
@@ -1026,7 +1036,10 @@ static void trampoline(redisAsyncContext *ac, void *reply, void *priv)
         char eb[160];
         int e = errno;
         int db = w->db;
-        peer_snap late = {.host = ""};
+        peer_snap late;
+        late.host[0] = '\0';
+        late.hostlen = 0;
+        late.port = 0;
         pthread_mutex_lock(&map_mu);
         rctx *r = map_find(ac);
         if (r) {
