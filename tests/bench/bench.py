@@ -25,6 +25,7 @@ import os
 import platform
 import pwd
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -181,10 +182,48 @@ def traced_env(agent, tmp, **extra):
     return env
 
 
+def child_cpu():
+    """CPU seconds (user + system) of every child process waited for so far,
+    their own children included."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+LAST_CPU = [None]  # CPU seconds of the program the last run() ran
+STARTUP_CPU = [0.0]  # what starting under ddshim-run costs once (see startup_cpu)
+
+
+def cpu_per_op(cpu, traced, ops):
+    """µs of CPU per operation of a run; for a traced run without the fixed
+    cost of starting under ddshim-run (its shell, the library's start-up and
+    exit flush), which a long-running program pays once."""
+    if cpu is None or not ops:
+        return None
+    if traced:
+        cpu -= STARTUP_CPU[0]
+    return max(cpu, 0.0) * 1e6 / ops
+
+
+def startup_cpu(env):
+    """Median over 5 starts of (ddshim-run /bin/true) − (/bin/true), CPU seconds."""
+    xs = []
+    for _ in range(5):
+        c0 = child_cpu()
+        subprocess.run([RUN, "/bin/true"], env=env, check=False)
+        c1 = child_cpu()
+        subprocess.run(["/bin/true"], env=env, check=False)
+        c2 = child_cpu()
+        xs.append((c1 - c0) - (c2 - c1))
+    return max(median(xs), 0.0)
+
+
 def run(cmd, env, traced, timeout=120):
     full = ([RUN] + cmd) if traced else cmd
+    LAST_CPU[0] = None
+    c0 = child_cpu()
     try:
         r = subprocess.run(full, env=env, capture_output=True, text=True, timeout=timeout)
+        LAST_CPU[0] = child_cpu() - c0
     except (OSError, subprocess.TimeoutExpired) as e:
         log("  ! %s: %s" % (" ".join(cmd[:2]), e))
         return None
@@ -389,7 +428,8 @@ class Result:
         return None if t is None else t * self.spans_per_op
 
     def extra(self, key, traced):
-        return median([float(e[key]) for e in (self.extra_t if traced else self.extra_u) if key in e])
+        return median([float(e[key]) for e in (self.extra_t if traced else self.extra_u)
+                       if e.get(key) is not None])
 
 
 def rounds(res, fn):
@@ -444,10 +484,12 @@ def bench_pg(agent, tmp, results):
                 if not m:
                     return None
                 received = 0
+                ops = int(n.group(1)) if n else 0
+                cpu = cpu_per_op(LAST_CPU[0], traced, ops)
                 if traced:
-                    wait_until(lambda: intake.traces() - before >= int(n.group(1)), 2)
+                    wait_until(lambda: intake.traces() - before >= ops, 2)
                     received = intake.traces() - before
-                return float(m.group(1)), {}, int(n.group(1)) if n else 0, received
+                return float(m.group(1)), {"cpu_us": cpu} if cpu else {}, ops, received
             rounds(res, one)
             results.append(res)
     finally:
@@ -481,10 +523,12 @@ def bench_redis(agent, tmp, results):
                 if "cmds_per_sec" not in f:
                     return None
                 received = 0
+                cpu = cpu_per_op(LAST_CPU[0], traced, int(f["total"]))
                 if traced:
                     wait_until(lambda: intake.traces() - before >= int(f["total"]), 2)
                     received = intake.traces() - before
-                return float(f["cmds_per_sec"]), {"us": f["us_per_cmd"]}, int(f["total"]), received
+                return (float(f["cmds_per_sec"]), {"us": f["us_per_cmd"], "cpu_us": cpu},
+                        int(f["total"]), received)
             rounds(res, one)
             results.append(res)
     finally:
@@ -493,10 +537,12 @@ def bench_redis(agent, tmp, results):
 
 def wrk(url, seconds):
     cmd = ["wrk", "-t1", "-c4", "-d%ds" % seconds, "--latency", url]
+    c0 = child_cpu()
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
+    LAST_CPU[0] = child_cpu() - c0  # wrk's own, to take out of nginx's
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     n = re.search(r"(\d+) requests in", out)
     if not m:
@@ -523,6 +569,7 @@ def bench_nginx(agent, tmp, results):
     def one(mode):
         traced, intake = bool(mode), AGENTS.get(mode)
         env = traced_env(intake, tmp, DD_SERVICE="nginx") if traced else base_env()
+        c0 = child_cpu()
         try:
             ng = Nginx(tmp, env, traced)
         except Exception as e:  # noqa: BLE001
@@ -535,6 +582,10 @@ def bench_nginx(agent, tmp, results):
             ng.stop()
         if w is None:
             return None
+        # nginx's CPU (master and worker, waited for by stop()) without wrk's.
+        cpu = cpu_per_op(child_cpu() - c0 - LAST_CPU[0], traced, w[2])
+        if cpu:
+            w[1]["cpu_us"] = cpu
         received = 0
         if traced:
             wait_until(lambda: intake.traces() - before >= w[2], 2)
@@ -568,10 +619,12 @@ def bench_http_client(agent, tmp, results):
             if "req_per_sec" not in f:
                 return None
             received = 0
+            cpu = cpu_per_op(LAST_CPU[0], traced, int(f["total"]))
             if traced:
                 wait_until(lambda: intake.traces() - before >= int(f["total"]), 2)
                 received = intake.traces() - before
-            return float(f["req_per_sec"]), {"us": f["us_per_req"]}, int(f["total"]), received
+            return (float(f["req_per_sec"]), {"us": f["us_per_req"], "cpu_us": cpu},
+                    int(f["total"]), received)
         rounds(res, one)
     finally:
         ng.stop()
@@ -825,18 +878,20 @@ def machine():
 def report(results, extra, agent_cpu):
     lines = []
     add = lines.append
-    add("| workload | unit | untraced | traced | ratio | loss | spans/s (traced) | agent got | target | | loss with sink agent |")
-    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    add("| workload | unit | untraced | traced | ratio | loss | spans/s (traced) | agent got | target | | loss with sink agent | CPU µs per operation, untraced → traced |")
+    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     for r in results:
         got = "%.1f%%" % (100.0 * r.received / r.ops) if r.ops else "n/a"
         sr = median(r.sink_ratios)
-        add("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        cu, ct = r.extra("cpu_us", False), r.extra("cpu_us", True)
+        cpu = "n/a" if cu is None or ct is None else "%.2f → %.2f (%+.2f)" % (cu, ct, ct - cu)
+        add("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             r.name, r.unit, fmt(median(r.untraced)), fmt(median(r.traced)),
             "n/a" if r.ratio is None else "%.3f" % r.ratio,
             "n/a" if r.loss is None else "%.1f%%" % (100 * r.loss),
             fmt(r.spans_per_sec()), got,
             "—" if r.target_loss is None else "≤ %d%% loss" % round(100 * r.target_loss),
-            r.verdict(), "n/a" if sr is None else "%.1f%%" % (100 * (1 - sr))))
+            r.verdict(), "n/a" if sr is None else "%.1f%%" % (100 * (1 - sr)), cpu))
     for r in results:
         if r.key == "nginx" and r.untraced:
             add("")
@@ -851,8 +906,13 @@ def report(results, extra, agent_cpu):
         "traced runs with build/ddshim-agent, which decodes and checks every payload: %s s "
         "of CPU during these runs, on the same 2 cores as the workload. \"loss with sink "
         "agent\": the same workload traced against tests/bench/sink_agent, which discards "
-        "payloads: what ddshim itself costs (n/a in BENCH_QUICK mode)." % (
-            ROUNDS, SECONDS, fmt(agent_cpu, 1)))
+        "payloads: what ddshim itself costs (n/a in BENCH_QUICK mode). \"CPU µs per "
+        "operation\": CPU time (user + system, all threads: the writer's too) of the "
+        "program ÷ the operations it did, median of rounds, traced runs with the stand-in "
+        "agent; for nginx, master and worker without wrk. Far steadier than throughput on "
+        "this machine: the difference is what ddshim costs per operation. Traced runs "
+        "exclude the fixed cost of starting under ddshim-run (%s ms of CPU, once per "
+        "program)." % (ROUNDS, SECONDS, fmt(agent_cpu, 1), fmt(STARTUP_CPU[0] * 1e3, 1)))
     add("")
 
     pt = extra.get("passthrough")
@@ -986,6 +1046,9 @@ def main():
             AGENTS["sink"] = Sink(tmp)
         except Exception as e:  # noqa: BLE001
             log("sink agent: not used (%s)" % e)
+    STARTUP_CPU[0] = startup_cpu(traced_env(agent, tmp))
+    log("starting a program under ddshim-run costs %.1f ms of CPU (taken out of CPU per operation)"
+        % (STARTUP_CPU[0] * 1e3))
     try:
         cpu0 = agent.cpu_seconds()
         steps = [("pg", bench_pg), ("redis", bench_redis), ("nginx", bench_nginx),
