@@ -23,7 +23,6 @@ import glob
 import json
 import os
 import platform
-import pwd
 import re
 import resource
 import shutil
@@ -34,6 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from daemons import PG_SUPERUSER, PgCluster, nginx_conf  # noqa: E402 (after the path)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, "build")
@@ -235,61 +237,32 @@ def run(cmd, env, traced, timeout=120):
 
 # ---- servers ------------------------------------------------------------------
 
-PG_USER = "ddshimpg"
-
-
 class Postgres:
-    """A private server, as tests/integration/pgserver.py starts one: initdb in
-    a temporary directory (as an unprivileged user when root), unix socket
-    only, durability off; then `pgbench -i -s 1`."""
+    """A private server (tests/support/daemons.py, as the integration tests
+    start one), unix socket only; then `pgbench -i -s 1`."""
 
     def __init__(self, tmp):
-        cands = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
-        if not cands:
-            raise RuntimeError("PostgreSQL server binaries not found")
-        self.bindir = os.path.dirname(cands[0])
-        self.dir = tempfile.mkdtemp(prefix="ddsbench-pg-", dir=tmp)
-        self.data = os.path.join(self.dir, "data")
-        self.port = free_port()
-        self.prefix = []
-        if os.geteuid() == 0:
-            try:
-                pwd.getpwnam(PG_USER)
-            except KeyError:
-                subprocess.run(["useradd", "-r", "-M", "-d", "/nonexistent", "-s",
-                                "/usr/sbin/nologin", PG_USER], check=True)
-            pw = pwd.getpwnam(PG_USER)
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-            self.prefix = ["runuser", "-u", PG_USER, "--"]
-        os.chmod(self.dir, 0o755)
         os.chmod(tmp, 0o755)
-        self._as_server([os.path.join(self.bindir, "initdb"), "-D", self.data, "--no-sync", "-A",
-                         "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
-        opts = " ".join(["-c listen_addresses=''", "-p %d" % self.port,
-                         "-c unix_socket_directories=%s" % self.dir, "-c fsync=off",
-                         "-c synchronous_commit=off", "-c full_page_writes=off",
-                         "-c max_connections=20", "-c shared_buffers=64MB"])
-        self._as_server([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l",
-                         os.path.join(self.dir, "server.log"), "-o", opts, "-w", "-t", "60", "start"])
+        self.dir = tempfile.mkdtemp(prefix="ddsbench-pg-", dir=tmp)
+        self.port = free_port()
+        self.cluster = PgCluster(self.dir, self.port, [
+            "-c listen_addresses=''", "-c max_connections=20", "-c shared_buffers=64MB"],
+            os.path.join(self.dir, "server.log"))
+        self.bindir = self.cluster.bindir
         env = self.env(base_env())
         subprocess.run(["psql", "-X", "-q", "-d", "postgres", "-c", "CREATE DATABASE bench"],
                        env=env, check=True, capture_output=True, timeout=60)
         subprocess.run(["pgbench", "-i", "-s", "1", "-q", "bench"], env=env, check=True,
                        capture_output=True, timeout=300)
 
-    def _as_server(self, cmd):
-        r = subprocess.run(self.prefix + cmd, capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            raise RuntimeError("%s failed: %s %s" % (cmd[0], r.stdout, r.stderr))
-
     def env(self, env):
         env = {k: v for k, v in env.items() if not k.startswith("PG")}
-        env.update(PGHOST=self.dir, PGPORT=str(self.port), PGUSER="postgres", PGDATABASE="bench")
+        env.update(PGHOST=self.dir, PGPORT=str(self.port), PGUSER=PG_SUPERUSER,
+                   PGDATABASE="bench")
         return env
 
     def stop(self):
-        subprocess.run(self.prefix + [os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m",
-                                      "immediate", "-w", "stop"], capture_output=True, timeout=60)
+        self.cluster.stop()
 
 
 class Redis:
@@ -319,31 +292,6 @@ class Redis:
             self.proc.wait(10)
 
 
-NGINX_CONF = """
-daemon off;
-{user}
-master_process on;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    sendfile on;
-    keepalive_requests 1000000;
-    server {{
-        listen 127.0.0.1:{port};
-        root {d}/www;
-    }}
-}}
-"""
-
-
 class Nginx:
     """nginx (one worker) serving a 170-byte file, as in
     tests/integration/test_http_server.py; traced when env says so."""
@@ -357,8 +305,7 @@ class Nginx:
         self.port = free_port()
         conf = os.path.join(self.dir, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(d=self.dir, port=self.port,
-                                      user="user root;" if os.geteuid() == 0 else ""))
+            f.write(nginx_conf(self.dir, self.port, workers=1, keepalive_requests=1000000))
         self.cmd = ["/usr/sbin/nginx", "-c", conf, "-p", self.dir]
         cmd = ([RUN] if traced else []) + self.cmd
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,

@@ -9,32 +9,21 @@ The server logs every statement it runs (log_statement=all) to a file: tests
 count the statements a program really executed by reading the lines written
 since a given offset, and compare that count with the spans the agent got.
 """
-import glob
 import os
-import pwd
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
 
 from conftest import free_port
 
-PG_USER = "ddshimpg"
-SUPERUSER = "postgres"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from daemons import PG_SUPERUSER as SUPERUSER, PgCluster  # noqa: E402 (after the path)
+
 DBNAME = "ddshim_test"
-
-
-def _bindir():
-    for cand in ["/usr/lib/postgresql/15/bin"] + sorted(glob.glob("/usr/lib/postgresql/*/bin"),
-                                                        reverse=True):
-        if os.path.exists(os.path.join(cand, "initdb")):
-            return cand
-    try:
-        return subprocess.check_output(["pg_config", "--bindir"], text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
 
 
 # A statement as the server logs it: "LOG:  statement: ..." for the simple
@@ -45,47 +34,20 @@ _STMT = re.compile(r"LOG:  (statement|execute [^:]*): ")
 
 class PgServer:
     def __init__(self):
-        self.bindir = _bindir()
         self.dir = tempfile.mkdtemp(prefix="ddshim-pg-")
-        self.data = os.path.join(self.dir, "data")
         self.logfile = os.path.join(self.dir, "server.log")
         self.sockdir = self.dir
         self.port = free_port()
         self.host = "127.0.0.1"
         self.user = SUPERUSER
         self.dbname = DBNAME
-        self.prefix = []
-        if os.geteuid() == 0:
-            try:
-                pwd.getpwnam(PG_USER)
-            except KeyError:
-                subprocess.run(["useradd", "-r", "-M", "-d", "/nonexistent", "-s",
-                                "/usr/sbin/nologin", PG_USER], check=True)
-            pw = pwd.getpwnam(PG_USER)
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-            self.prefix = ["runuser", "-u", PG_USER, "--"]
-        os.chmod(self.dir, 0o755)
-        self._as_server([os.path.join(self.bindir, "initdb"), "-D", self.data, "--no-sync",
-                         "-A", "trust", "-U", SUPERUSER, "-E", "UTF8", "--locale=C"])
-        opts = " ".join([
-            "-c listen_addresses=127.0.0.1", "-p %d" % self.port,
-            "-c unix_socket_directories=%s" % self.sockdir,
-            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
+        self.cluster = PgCluster(self.dir, self.port, [
+            "-c listen_addresses=127.0.0.1",
             "-c log_statement=all", "-c log_parameter_max_length=0",
             "-c logging_collector=off",
             "-c max_connections=50", "-c shared_buffers=16MB",
-        ])
-        self._as_server([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l", self.logfile,
-                         "-o", opts, "-w", "-t", "60", "start"])
+        ], self.logfile)
         self.psql_untraced(["-d", "postgres", "-c", "CREATE DATABASE %s" % DBNAME])
-
-    def _as_server(self, cmd):
-        r = subprocess.run(self.prefix + cmd, capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            log = open(self.logfile).read() if os.path.exists(self.logfile) else ""
-            raise RuntimeError("%s failed (%d): %s %s\n%s" % (cmd[0], r.returncode, r.stdout,
-                                                              r.stderr, log))
-        return r
 
     # ---- how clients reach it ---------------------------------------------------
 
@@ -125,9 +87,7 @@ class PgServer:
         return [line[m.end():] for line in text.splitlines() for m in [_STMT.search(line)] if m]
 
     def stop(self):
-        subprocess.run(self.prefix + [os.path.join(self.bindir, "pg_ctl"), "-D", self.data,
-                                      "-m", "immediate", "-w", "stop"],
-                       capture_output=True, timeout=60)
+        self.cluster.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -5,11 +5,15 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 
 from conftest import RUN, run, traced_env, wait_until, by_id
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from daemons import nginx_conf  # noqa: E402 (after the path)
 
 PY = "/usr/bin/python3"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -180,38 +184,13 @@ def test_untrusted_trace_headers(agent, tmp, headers, tag, value):
             assert s["meta"][tag] == value
 
 
-NGINX_CONF = """
-daemon off;
-user root;
-master_process on;
-worker_processes 2;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    sendfile on;
-    keepalive_requests 1000;
-    server {{
-        listen 127.0.0.1:{port};
-        root {d}/www;
-    }}
-}}
-"""
-
-
 def start_nginx(tmp, port, env, traced):
     os.makedirs(os.path.join(tmp, "www"), exist_ok=True)
     page = os.path.join(tmp, "www", "index.html")
     open(page, "w").write("hello from nginx\n" * 10)
     os.utime(page, (1700000000, 1700000000))  # same Last-Modified/ETag in both runs
     conf = os.path.join(tmp, "nginx.conf")
-    open(conf, "w").write(NGINX_CONF.format(d=tmp, port=port))
+    open(conf, "w").write(nginx_conf(tmp, port, workers=2, keepalive_requests=1000))
     cmd = ["/usr/sbin/nginx", "-c", conf, "-p", tmp]
     if traced:
         cmd = [RUN] + cmd
