@@ -434,13 +434,34 @@ def bench_pg(agent, tmp, results):
                 ops = int(n.group(1)) if n else 0
                 cpu = cpu_per_op(LAST_CPU[0], traced, ops)
                 if traced:
-                    wait_until(lambda: intake.traces() - before >= ops, 2)
-                    received = intake.traces() - before
+                    received = spans_received(intake, before, ops)
                 return float(m.group(1)), {"cpu_us": cpu} if cpu else {}, ops, received
             rounds(res, one)
             results.append(res)
     finally:
         pg.stop()
+
+
+def spans_received(intake, before, ops):
+    """Spans the intake got since `before`, once it has all ops of them or
+    after 2 s."""
+    wait_until(lambda: intake.traces() - before >= ops, 2)
+    return intake.traces() - before
+
+
+def loop_round(cmd, mode, tmp, service, rate_key, us_key):
+    """One run of a tests/bench loop program (its output: key=value pairs with
+    rate_key, us_key and total), for rounds()."""
+    traced, intake = bool(mode), AGENTS.get(mode)
+    env = traced_env(intake, tmp, DD_SERVICE=service) if traced else base_env()
+    before = intake.traces() if traced else 0
+    f = kv(run(cmd, env, traced, timeout=SECONDS + 60))
+    if rate_key not in f:
+        return None
+    ops = int(f["total"])
+    cpu = cpu_per_op(LAST_CPU[0], traced, ops)
+    received = spans_received(intake, before, ops) if traced else 0
+    return float(f[rate_key]), {"us": f[us_key], "cpu_us": cpu}, ops, received
 
 
 def bench_redis(agent, tmp, results):
@@ -461,22 +482,8 @@ def bench_redis(agent, tmp, results):
             note_command(res.name, ["build/bench/redis_loop", "tcp:127.0.0.1:PORT", mode, str(SECONDS), "16"])
             log("redis_loop %s" % mode)
 
-            def one(mode):
-                traced, intake = bool(mode), AGENTS.get(mode)
-                env = traced_env(intake, tmp, DD_SERVICE="redis_loop") if traced else base_env()
-                before = intake.traces() if traced else 0
-                out = run(cmd, env, traced, timeout=SECONDS + 60)
-                f = kv(out)
-                if "cmds_per_sec" not in f:
-                    return None
-                received = 0
-                cpu = cpu_per_op(LAST_CPU[0], traced, int(f["total"]))
-                if traced:
-                    wait_until(lambda: intake.traces() - before >= int(f["total"]), 2)
-                    received = intake.traces() - before
-                return (float(f["cmds_per_sec"]), {"us": f["us_per_cmd"], "cpu_us": cpu},
-                        int(f["total"]), received)
-            rounds(res, one)
+            rounds(res, lambda mode: loop_round(cmd, mode, tmp, "redis_loop", "cmds_per_sec",
+                                                "us_per_cmd"))
             results.append(res)
     finally:
         rs.stop()
@@ -533,10 +540,7 @@ def bench_nginx(agent, tmp, results):
         cpu = cpu_per_op(child_cpu() - c0 - LAST_CPU[0], traced, w[2])
         if cpu:
             w[1]["cpu_us"] = cpu
-        received = 0
-        if traced:
-            wait_until(lambda: intake.traces() - before >= w[2], 2)
-            received = intake.traces() - before
+        received = spans_received(intake, before, w[2]) if traced else 0
         return w[0], w[1], w[2], received
     rounds(res, one)
     results.append(res)
@@ -558,21 +562,8 @@ def bench_http_client(agent, tmp, results):
     note_command(res.name, ["build/bench/http_client_loop", "127.0.0.1:PORT", str(SECONDS), "/index.html"])
     log("http_client_loop")
     try:
-        def one(mode):
-            traced, intake = bool(mode), AGENTS.get(mode)
-            env = traced_env(intake, tmp, DD_SERVICE="http_client_loop") if traced else base_env()
-            before = intake.traces() if traced else 0
-            f = kv(run(cmd, env, traced, timeout=SECONDS + 60))
-            if "req_per_sec" not in f:
-                return None
-            received = 0
-            cpu = cpu_per_op(LAST_CPU[0], traced, int(f["total"]))
-            if traced:
-                wait_until(lambda: intake.traces() - before >= int(f["total"]), 2)
-                received = intake.traces() - before
-            return (float(f["req_per_sec"]), {"us": f["us_per_req"], "cpu_us": cpu},
-                    int(f["total"]), received)
-        rounds(res, one)
+        rounds(res, lambda mode: loop_round(cmd, mode, tmp, "http_client_loop", "req_per_sec",
+                                            "us_per_req"))
     finally:
         ng.stop()
     results.append(res)
