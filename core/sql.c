@@ -200,10 +200,59 @@ static int word_is(const char *w, size_t len, const char *kw)
     return 1;
 }
 
-size_t dds_sql_obfuscate(const char *sql, size_t len, char *out, size_t cap)
+/* Building a shape (sql.h) alongside the obfuscation: the statement is
+ * copied to the template up to each integer, the integer skipped. */
+typedef struct shape_build {
+    dds_sql_shape *sh; /* NULL: no shape wanted */
+    size_t from;       /* statement bytes before this are in sh->tmpl or cut */
+} shape_build;
+
+/* Something that a shape cannot hold (a literal other than an integer, a
+ * comment) or be sure of. */
+static void shape_fail(shape_build *b)
 {
-    if (cap == 0)
+    if (b->sh)
+        b->sh->ok = 0;
+}
+
+/* The number s[ds..e) (digits from ds, a sign before it if any): cut from the
+ * template when it is a run of digits that nothing could extend. */
+static void shape_number(shape_build *b, const char *s, size_t n, size_t ds, size_t e)
+{
+    dds_sql_shape *sh = b->sh;
+    if (sh == NULL || !sh->ok)
+        return;
+    for (size_t k = ds; k < e; k++)
+        if (!is_digit((unsigned char)s[k])) {
+            sh->ok = 0;
+            return;
+        }
+    if ((e < n && (is_ident_cont((unsigned char)s[e]) || s[e] == '.')) ||
+        sh->ncuts == DDS_SQL_SHAPE_MAX_CUTS) {
+        sh->ok = 0;
+        return;
+    }
+    memcpy(sh->tmpl + sh->len, s + b->from, ds - b->from);
+    sh->len += ds - b->from;
+    sh->cut[sh->ncuts++] = (unsigned short)sh->len;
+    b->from = e;
+}
+
+/* The obfuscator; inlined into both entry points so that the plain one
+ * carries no shape work (b.sh is a constant NULL there). */
+static inline __attribute__((always_inline)) size_t
+obfuscate(const char *sql, size_t len, char *out, size_t cap, dds_sql_shape *shape)
+{
+    shape_build b = {shape, 0};
+    if (shape) {
+        shape->ok = 1;
+        shape->ncuts = 0;
+        shape->len = 0;
+    }
+    if (cap == 0) {
+        shape_fail(&b);
         return 0;
+    }
     size_t total = cap - 1;
     if (total > DDS_SQL_MAX_OUTPUT + 3)
         total = DDS_SQL_MAX_OUTPUT + 3;
@@ -220,7 +269,10 @@ size_t dds_sql_obfuscate(const char *sql, size_t len, char *out, size_t cap)
     if (nul) {
         n = (size_t)(nul - s);
         cut = 0;
+        shape_fail(&b);
     }
+    if (n > DDS_SQL_SHAPE_MAX_INPUT)
+        shape_fail(&b);
 
     size_t i = 0;
     int stop = 0; /* the rest could not be read safely: it became one `?` */
@@ -236,6 +288,7 @@ size_t dds_sql_obfuscate(const char *sql, size_t len, char *out, size_t cap)
             while (i < n && s[i] != '\n' && s[i] != '\r')
                 i++;
             o.space = 1;
+            shape_fail(&b);
             continue;
         }
         if (c == '/' && i + 1 < n && s[i + 1] == '*') {
@@ -253,9 +306,11 @@ size_t dds_sql_obfuscate(const char *sql, size_t len, char *out, size_t cap)
                 }
             }
             o.space = 1;
+            shape_fail(&b);
             continue;
         }
         if (c == '\'') {
+            shape_fail(&b);
             size_t e = plain_string_end(s, n, i);
             emit(&o, "?", 1, TOK_VALUE);
             if (e == 0)
@@ -267,6 +322,7 @@ size_t dds_sql_obfuscate(const char *sql, size_t len, char *out, size_t cap)
             size_t e = quoted_ident_end(s, n, i);
             if (e == 0) {
                 emit(&o, "?", 1, TOK_VALUE);
+                shape_fail(&b);
                 stop = 1;
             } else {
                 emit(&o, s + i, e - i, TOK_WORD);
@@ -285,6 +341,7 @@ size_t dds_sql_obfuscate(const char *sql, size_t len, char *out, size_t cap)
             }
             size_t tl = dollar_tag_len(s, n, i);
             if (tl > 0) {
+                shape_fail(&b);
                 const char *close = memmem(s + i + tl, n - i - tl, s + i, tl);
                 emit(&o, "?", 1, TOK_VALUE);
                 if (close == NULL)
@@ -300,12 +357,18 @@ size_t dds_sql_obfuscate(const char *sql, size_t len, char *out, size_t cap)
         if ((c == '-' || c == '+') && i + 1 < n && starts_number(s, n, i + 1) &&
             (o.last == TOK_NONE || o.last == TOK_OP)) {
             /* A sign after an operator, '(' or ',' belongs to the number. */
-            i = number_end(s, n, i + 1);
+            size_t e = number_end(s, n, i + 1);
+            if (shape)
+                shape_number(&b, s, n, i + 1, e);
+            i = e;
             emit(&o, "?", 1, TOK_VALUE);
             continue;
         }
         if (starts_number(s, n, i)) {
-            i = number_end(s, n, i);
+            size_t e = number_end(s, n, i);
+            if (shape)
+                shape_number(&b, s, n, i, e);
+            i = e;
             emit(&o, "?", 1, TOK_VALUE);
             continue;
         }
@@ -327,6 +390,7 @@ size_t dds_sql_obfuscate(const char *sql, size_t len, char *out, size_t cap)
                 size_t qe = quoted_ident_end(s, n, e + 1);
                 if (qe == 0) {
                     emit(&o, "?", 1, TOK_VALUE);
+                    shape_fail(&b);
                     stop = 1;
                 } else {
                     emit(&o, s + i, qe - i, TOK_WORD);
@@ -335,6 +399,7 @@ size_t dds_sql_obfuscate(const char *sql, size_t len, char *out, size_t cap)
                 continue;
             }
             if (q) {
+                shape_fail(&b);
                 size_t se = escaped ? string_end(s, n, q, 1) : plain_string_end(s, n, q);
                 emit(&o, "?", 1, TOK_VALUE);
                 if (se == 0)
@@ -358,7 +423,47 @@ size_t dds_sql_obfuscate(const char *sql, size_t len, char *out, size_t cap)
         o.len += 3;
     }
     out[o.len] = '\0';
+    if (shape && shape->ok) {
+        if (o.full || cut || stop) {
+            shape->ok = 0;
+        } else {
+            memcpy(shape->tmpl + shape->len, s + b.from, n - b.from);
+            shape->len += n - b.from;
+        }
+    }
     return o.len;
+}
+
+size_t dds_sql_obfuscate(const char *sql, size_t len, char *out, size_t cap)
+{
+    return obfuscate(sql, len, out, cap, NULL);
+}
+
+size_t dds_sql_obfuscate_shape(const char *sql, size_t len, char *out, size_t cap,
+                               dds_sql_shape *shape)
+{
+    return obfuscate(sql, len, out, cap, shape);
+}
+
+int dds_sql_shape_match(const char *tmpl, size_t tmpl_len, const unsigned short *cut, int ncuts,
+                        const char *sql, size_t len)
+{
+    if (len > DDS_SQL_SHAPE_MAX_INPUT)
+        return 0;
+    size_t j = 0, t = 0;
+    for (int k = 0; k < ncuts; k++) {
+        size_t seg = cut[k] - t;
+        if (len - j < seg || memcmp(sql + j, tmpl + t, seg) != 0)
+            return 0;
+        j += seg;
+        t += seg;
+        size_t d = j;
+        while (j < len && is_digit((unsigned char)sql[j]))
+            j++;
+        if (j == d)
+            return 0;
+    }
+    return len - j == tmpl_len - t && memcmp(sql + j, tmpl + t, len - j) == 0;
 }
 
 char *dds_sql_obfuscate_dup(const char *sql)

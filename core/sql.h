@@ -50,4 +50,41 @@ char *dds_sql_obfuscate_dup(const char *sql);
  * of at most cap - 1 bytes; returns its length. */
 size_t dds_sql_error_message(const char *msg, const char *statement, char *out, size_t cap);
 
+/* A statement's shape: what lets the caller recognise the next statement that
+ * differs from it only in its integer literals (a program that prints its
+ * values into the SQL: pgbench -M simple, many C services) and reuse the
+ * obfuscated text instead of running the obfuscator again.
+ *
+ * A shape is the statement with every integer literal (a run of decimal
+ * digits) cut out, and where the cuts were. It holds no literal: only a
+ * statement whose literals are all such integers gets one (no string, dollar
+ * quote, other number, comment; at most DDS_SQL_SHAPE_MAX_CUTS integers, at
+ * most DDS_SQL_SHAPE_MAX_INPUT bytes), and each integer is followed by a byte
+ * that cannot continue a number (not a letter, digit, '_', '.', '$' or a byte
+ * >= 0x80). Another statement matches when it is the same text with a
+ * non-empty run of digits in place of each cut. Such a statement is read
+ * token by token exactly as the shape's own statement was (a run of digits
+ * followed by such a byte is one integer, whatever the digits), so it
+ * obfuscates to exactly the same text: the match is a proof, not a guess. */
+#define DDS_SQL_SHAPE_MAX_INPUT 1024
+#define DDS_SQL_SHAPE_MAX_CUTS 32
+
+typedef struct dds_sql_shape {
+    int ok;                     /* 1: the statement has a shape (below) */
+    int ncuts;
+    size_t len;                 /* bytes of tmpl */
+    unsigned short cut[DDS_SQL_SHAPE_MAX_CUTS]; /* offsets in tmpl, ascending */
+    char tmpl[DDS_SQL_SHAPE_MAX_INPUT];         /* the statement without its integers */
+} dds_sql_shape;
+
+/* dds_sql_obfuscate, and the statement's shape into *shape (shape->ok says
+ * whether it has one). */
+size_t dds_sql_obfuscate_shape(const char *sql, size_t len, char *out, size_t cap,
+                               dds_sql_shape *shape);
+
+/* Does sql[0..len) have this shape (tmpl/len/cut/ncuts of a shape that was
+ * ok)? Then dds_sql_obfuscate gives it the same text as the shape's statement. */
+int dds_sql_shape_match(const char *tmpl, size_t tmpl_len, const unsigned short *cut, int ncuts,
+                        const char *sql, size_t len);
+
 #endif

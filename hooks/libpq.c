@@ -49,6 +49,7 @@
 #define PQ_MAX_PREPARED 128   /* remembered prepared statements per connection */
 #define PQ_NAME_MAX 63        /* PostgreSQL truncates identifiers to NAMEDATALEN - 1 */
 #define PQ_TAG_MAX 255
+#define PQ_SHAPES 4           /* statement shapes remembered per connection */
 
 static const char *const pq_libs[] = {"libpq.so.5", NULL};
 
@@ -134,6 +135,19 @@ typedef struct pq_prep {
     char *text;        /* obfuscated */
 } pq_prep;
 
+/* An obfuscated statement and its shape (core/sql.h): the next statement of
+ * the same shape (the same text but for its integers) gets this resource
+ * without running the obfuscator. No literal is kept: a shape exists only for
+ * a statement whose literals are all integers, and those are cut out. */
+typedef struct pq_shape {
+    size_t tmpl_len;
+    size_t res_len;
+    int ncuts;
+    unsigned short cut[DDS_SQL_SHAPE_MAX_CUTS];
+    char *res;          /* NUL-terminated, in data after the template */
+    char data[];
+} pq_shape;
+
 typedef struct pq_conn {
     struct pq_conn *next; /* hash chain */
     const PGconn *key;
@@ -148,6 +162,9 @@ typedef struct pq_conn {
     int nopen;            /* items with a span */
     pq_prep *preps;       /* PQ_MAX_PREPARED slots, a ring; NULL until a prepare */
     int prep_next;
+    pq_shape *shapes[PQ_SHAPES]; /* a ring; at most ~2 KiB each */
+    int shape_hit;        /* where the last match was: tried first */
+    int shape_next;       /* the slot the next new shape takes */
 } pq_conn;
 
 #define PQ_BUCKETS 256
@@ -287,6 +304,8 @@ static void conn_forget(const PGconn *conn)
         items_drop(pc);
     spares_free(pc);
     prep_clear(pc);
+    for (int i = 0; i < PQ_SHAPES; i++)
+        free(pc->shapes[i]);
     free(pc->db);
     free(pc->user);
     free(pc->host);
@@ -452,6 +471,74 @@ static void call_begin(pq_call *c, PGconn *conn)
     errno = c->saved_errno;
 }
 
+/* ---- statement shapes: obfuscated text reused -------------------------- */
+
+/* The remembered shape sql[0..len) has, if any: the last one matched is tried
+ * first, then the one after it (a program cycling through a few statements
+ * finds each at the first or second try). */
+static const pq_shape *shape_find(pq_conn *pc, const char *sql, size_t len)
+{
+    if (len > DDS_SQL_SHAPE_MAX_INPUT)
+        return NULL;
+    for (int k = 0; k < PQ_SHAPES; k++) {
+        int i = (pc->shape_hit + k) % PQ_SHAPES;
+        const pq_shape *sh = pc->shapes[i];
+        if (sh == NULL)
+            continue;
+        if (dds_sql_shape_match(sh->data, sh->tmpl_len, sh->cut, sh->ncuts, sql, len)) {
+            pc->shape_hit = i;
+            return sh;
+        }
+    }
+    return NULL;
+}
+
+/* Remember a statement's shape and its obfuscated text res[0..n). */
+static void shape_put(pq_conn *pc, const dds_sql_shape *shape, const char *res, size_t n)
+{
+    pq_shape *sh = malloc(sizeof *sh + shape->len + n + 1);
+    if (sh == NULL)
+        return;
+    sh->tmpl_len = shape->len;
+    sh->res_len = n;
+    sh->ncuts = shape->ncuts;
+    memcpy(sh->cut, shape->cut, (size_t)shape->ncuts * sizeof *sh->cut);
+    memcpy(sh->data, shape->tmpl, shape->len);
+    sh->res = sh->data + shape->len;
+    memcpy(sh->res, res, n);
+    sh->res[n] = '\0';
+    int i = pc->shape_next;
+    free(pc->shapes[i]);
+    pc->shapes[i] = sh;
+    pc->shape_hit = i;
+    pc->shape_next = (i + 1) % PQ_SHAPES;
+}
+
+/* A statement's resource: the obfuscated text of sql. */
+static void set_sql_resource(dds_span *s, const char *sql, pq_conn *pc)
+{
+    size_t len = strnlen(sql, DDS_SQL_MAX_INPUT + 1);
+    const pq_shape *sh = pc ? shape_find(pc, sql, len) : NULL;
+    if (sh) {
+        if (sh->res_len > 0)
+            dds_span_set_resource_n(s, sh->res, sh->res_len);
+        return;
+    }
+    /* Not a prepare: nothing to keep but the shape, no malloc for the text. */
+    char ob[DDS_SQL_MAX_OUTPUT + 4];
+    size_t n;
+    if (pc && len <= DDS_SQL_SHAPE_MAX_INPUT) {
+        dds_sql_shape shape;
+        n = dds_sql_obfuscate_shape(sql, len, ob, sizeof ob, &shape);
+        if (shape.ok)
+            shape_put(pc, &shape, ob, n);
+    } else {
+        n = dds_sql_obfuscate(sql, len, ob, sizeof ob);
+    }
+    if (n > 0)
+        dds_span_set_resource_n(s, ob, n);
+}
+
 static void set_resource(dds_span *s, int kind, const char *arg, pq_conn *pc, char **obfuscated)
 {
     char buf[PQ_NAME_MAX + 32];
@@ -459,10 +546,8 @@ static void set_resource(dds_span *s, int kind, const char *arg, pq_conn *pc, ch
     switch (kind) {
     case RES_SQL: {
         if (obfuscated == NULL) {
-            /* The common case (not a prepare): nothing to keep, no malloc. */
-            char ob[DDS_SQL_MAX_OUTPUT + 4];
-            if (arg && dds_sql_obfuscate(arg, strnlen(arg, DDS_SQL_MAX_INPUT + 1), ob, sizeof ob) > 0)
-                dds_span_set_resource(s, ob);
+            if (arg)
+                set_sql_resource(s, arg, pc);
             return;
         }
         char *o = dds_sql_obfuscate_dup(arg);

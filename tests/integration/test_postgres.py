@@ -257,6 +257,70 @@ def test_psycopg2_traced_and_parameters_never_leave(agent, tmp, pg):
             assert canary.encode() not in open(path, "rb").read(), path
 
 
+SHAPES_SCRIPT = r'''
+import sys
+import psycopg2
+a = psycopg2.connect(sys.argv[1])
+b = psycopg2.connect(sys.argv[1])
+a.autocommit = b.autocommit = True
+for name, sql in (line.split(" ", 1) for line in sys.stdin.read().splitlines()):
+    cur = (a if name == "a" else b).cursor()
+    cur.execute(sql)
+    print(cur.fetchall())
+'''
+
+# (connection, statement, resource). The connection remembers the shapes of
+# its last statements whose literals are all integers; these check that a
+# statement of another shape, or one where another kind of literal stands
+# for an integer, is never given a remembered resource.
+SHAPE_CASES = [
+    ("a", "SELECT 1 AS n", "SELECT ? AS n"),
+    ("a", "SELECT 23 AS n", "SELECT ? AS n"),
+    ("b", "SELECT 4 AS n", "SELECT ? AS n"),
+    ("a", "SELECT 1 AS n, 2 AS m", "SELECT ? AS n, ? AS m"),
+    ("a", "SELECT 'x1' AS n", "SELECT ? AS n"),
+    ("a", "SELECT 1.5 AS n, 2 AS m", "SELECT ? AS n, ? AS m"),
+    ("a", "SELECT 1e2 AS n", "SELECT ? AS n"),
+    ("a", "SELECT 5::int8 AS n", "SELECT ?::int8 AS n"),
+    ("a", "SELECT -5 AS n", "SELECT -? AS n"),
+    ("a", "SELECT (-5) AS n", "SELECT (?) AS n"),
+    ("a", "SELECT (5) AS n", "SELECT (?) AS n"),
+    ("a", "SELECT 7 AS n -- 8", "SELECT ? AS n"),
+    ("a", "SELECT 7 AS n1", "SELECT ? AS n1"),
+    ("a", "SELECT 7 AS n", "SELECT ? AS n"),
+    ("a", "SELECT 7 AS \"n 2\"", "SELECT ? AS \"n 2\""),
+    ("a", "SELECT 8 AS \"n 2\"", "SELECT ? AS \"n 2\""),
+    ("b", "SELECT 8 AS n, 9 AS m", "SELECT ? AS n, ? AS m"),
+    ("b", "SELECT 10 AS  n", "SELECT ? AS n"),
+    ("b", "SELECT 10 AS n WHERE true", "SELECT ? AS n WHERE ?"),
+    ("b", "SELECT 10 AS n WHERE 1 < 2", "SELECT ? AS n WHERE ? < ?"),
+    ("b", "SELECT 10 AS n WHERE 1 <2", "SELECT ? AS n WHERE ? <?"),
+]
+
+
+def test_statement_shapes_give_exact_resources(agent, tmp, pg):
+    script = os.path.join(tmp, "pg_shapes.py")
+    with open(script, "w") as f:
+        f.write(SHAPES_SCRIPT)
+    # Five distinct shapes in turn, three times: more than a connection keeps.
+    cycle = [("a", "SELECT %d AS c%d" % (100 * k + j, j), "SELECT ? AS c%d" % j)
+             for k in range(3) for j in range(5)]
+    cases = SHAPE_CASES + cycle
+    stdin = "".join("%s %s\n" % (c, q) for c, q, _ in cases).encode()
+    r = subprocess.run([RUN, PY, script, pg.dsn()], input=stdin, capture_output=True,
+                       env=traced_env(agent, tmp), timeout=60)
+    assert r.returncode == 0, r.stderr
+    plain = subprocess.run([PY, script, pg.dsn()], input=stdin, capture_output=True,
+                           env=traced_env(), timeout=60)
+    assert plain.returncode == 0 and plain.stdout == r.stdout
+    spans = [s for s in settled_spans(agent, len(cases)) if s["resource"].startswith("SELECT")]
+    spans.sort(key=lambda s: s["start"])
+    assert [s["resource"] for s in spans] == [res for _, _, res in cases]
+    for s in spans:
+        assert s["error"] == 0
+        check_pg_tags(s, pg)
+
+
 def helper(name):
     path = os.path.join(HELPERS, name)
     assert os.path.exists(path), "run make first (%s)" % path

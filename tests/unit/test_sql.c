@@ -233,6 +233,195 @@ static void test_error_messages(void **state)
     assert_int_equal(dds_sql_error_message("x", "", small, 0), 0);
 }
 
+/* ---- shapes ------------------------------------------------------------- */
+
+static dds_sql_shape shape;
+
+/* Obfuscate with a shape; the output must be what dds_sql_obfuscate gives. */
+static int shape_of(const char *in)
+{
+    static char a[DDS_SQL_MAX_OUTPUT + 16], b[DDS_SQL_MAX_OUTPUT + 16];
+    size_t na = dds_sql_obfuscate_shape(in, strlen(in), a, sizeof a, &shape);
+    size_t nb = dds_sql_obfuscate(in, strlen(in), b, sizeof b);
+    assert_int_equal(na, nb);
+    assert_string_equal(a, b);
+    return shape.ok;
+}
+
+static int matches(const char *in)
+{
+    return dds_sql_shape_match(shape.tmpl, shape.len, shape.cut, shape.ncuts, in, strlen(in));
+}
+
+static void test_shape_integers(void **state)
+{
+    (void)state;
+    assert_true(shape_of("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"));
+    assert_int_equal(shape.ncuts, 1);
+    /* The template holds no digit of the literal. */
+    assert_int_equal(shape.len, strlen("SELECT abalance FROM pgbench_accounts WHERE aid = ;"));
+    assert_memory_equal(shape.tmpl, "SELECT abalance FROM pgbench_accounts WHERE aid = ;", shape.len);
+    assert_true(matches("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"));
+    assert_true(matches("SELECT abalance FROM pgbench_accounts WHERE aid = 7;"));
+    assert_true(matches("SELECT abalance FROM pgbench_accounts WHERE aid = 000099999999;"));
+    /* Anything else in place of the digits, or any other byte changed. */
+    assert_false(matches("SELECT abalance FROM pgbench_accounts WHERE aid = ;"));
+    assert_false(matches("SELECT abalance FROM pgbench_accounts WHERE aid = 1.5;"));
+    assert_false(matches("SELECT abalance FROM pgbench_accounts WHERE aid = 1e5;"));
+    assert_false(matches("SELECT abalance FROM pgbench_accounts WHERE aid = 0x1F;"));
+    assert_false(matches("SELECT abalance FROM pgbench_accounts WHERE aid = 1_000;"));
+    assert_false(matches("SELECT abalance FROM pgbench_accounts WHERE aid = '1';"));
+    assert_false(matches("SELECT abalance FROM pgbench_accounts WHERE aid = 12a;"));
+    assert_false(matches("SELECT abalance FROM pgbench_accounts WHERE aid = 12345; "));
+    assert_false(matches("SELECT abalance FROM pgbench_accounts WHERE aid = 12345"));
+    assert_false(matches("SELECT bbalance FROM pgbench_accounts WHERE aid = 12345;"));
+    assert_false(matches(""));
+
+    /* Several integers, signs, parameters, quoted names, TRUE/FALSE. */
+    assert_true(shape_of("UPDATE \"T\" SET x = -3, y = $1 WHERE z IN (1,22, +333) AND f = true"));
+    assert_int_equal(shape.ncuts, 4);
+    assert_true(matches("UPDATE \"T\" SET x = -9, y = $1 WHERE z IN (4,5, +6) AND f = true"));
+    assert_false(matches("UPDATE \"T\" SET x = -9, y = $2 WHERE z IN (4,5, +6) AND f = true"));
+    /* No integer at all: the same text. */
+    assert_true(shape_of("SELECT * FROM t WHERE a = $1"));
+    assert_int_equal(shape.ncuts, 0);
+    assert_true(matches("SELECT * FROM t WHERE a = $1"));
+    assert_false(matches("SELECT * FROM t WHERE a = $12"));
+    /* An integer at the very end. */
+    assert_true(shape_of("SELECT x FROM t LIMIT 10"));
+    assert_true(matches("SELECT x FROM t LIMIT 100000"));
+    assert_false(matches("SELECT x FROM t LIMIT 10x"));
+}
+
+static void test_shape_refused(void **state)
+{
+    (void)state;
+    /* Literals a shape would have to keep, or that another statement's
+     * digits could read differently. */
+    const char *no[] = {
+        "SELECT 'a'",                  "SELECT E'a'",        "SELECT $$a$$",
+        "SELECT $t$a$t$",              "SELECT 1.5",         "SELECT .5",
+        "SELECT 5.",                   "SELECT 1e5",         "SELECT 0x1F",
+        "SELECT 1_000",                "SELECT 12abc",       "SELECT 1..2",
+        "SELECT 1 -- c",               "SELECT /* c */ 1",   "SELECT \"unterminated",
+        "SELECT U&\"x",                "SELECT B'01'",       "SELECT 5$",
+        "SELECT 1\xc3\xa9",
+    };
+    for (size_t k = 0; k < sizeof no / sizeof *no; k++) {
+        if (shape_of(no[k]))
+            fail_msg("shape for %s", no[k]);
+    }
+    /* Bounded: input size, number of integers, and a NUL inside. */
+    char big[DDS_SQL_SHAPE_MAX_INPUT + 2];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_false(shape_of(big));
+    big[DDS_SQL_SHAPE_MAX_INPUT] = '\0';
+    assert_true(shape_of(big));
+    char many[512] = "SELECT 0";
+    for (int k = 1; k <= DDS_SQL_SHAPE_MAX_CUTS; k++)
+        strcat(many, ",1");
+    assert_false(shape_of(many));
+    char withnul[] = "SELECT 1\0 'x'";
+    char out[64];
+    dds_sql_obfuscate_shape(withnul, sizeof withnul - 1, out, sizeof out, &shape);
+    assert_false(shape.ok);
+    /* An output cut by the caller's buffer. */
+    dds_sql_obfuscate_shape("SELECT 1 FROM a_long_table_name", 31, out, 16, &shape);
+    assert_false(shape.ok);
+}
+
+/* Random statements from pieces that matter to the lexer; every statement
+ * that matches a shape must obfuscate exactly as the shape's statement did,
+ * and the shape's statement with other digit runs must match. */
+static unsigned rnd_state = 12345;
+static unsigned rnd(unsigned n)
+{
+    rnd_state = rnd_state * 1103515245u + 12345u;
+    return (rnd_state >> 8) % n;
+}
+
+static void random_statement(char *buf, size_t cap)
+{
+    static const char *const piece[] = {
+        "SELECT", "x", "t1", " ", "  ", "\n", "=", "-", "+", "(", ")", ",", ";", ".", "e",
+        "E", "x", "_", "$", "$1", "0", "1", "42", "007", "0x", "'", "''", "\"", "\"q\"",
+        "--", "/*", "*/", "true", "U&", "\xc3\xa9", "..", "1.5", "::int", "b", "o",
+    };
+    size_t len = 0, np = 1 + rnd(14);
+    buf[0] = '\0';
+    for (size_t k = 0; k < np; k++) {
+        const char *p = piece[rnd(sizeof piece / sizeof *piece)];
+        size_t pl = strlen(p);
+        if (len + pl + 1 >= cap)
+            break;
+        memcpy(buf + len, p, pl + 1);
+        len += pl;
+    }
+}
+
+static void test_shape_random(void **state)
+{
+    (void)state;
+    char a[128], v[160];
+    static char oa[DDS_SQL_MAX_OUTPUT + 16], ov[DDS_SQL_MAX_OUTPUT + 16];
+    int shaped = 0, matched = 0;
+    for (int round = 0; round < 200000; round++) {
+        random_statement(a, sizeof a);
+        dds_sql_obfuscate_shape(a, strlen(a), oa, sizeof oa, &shape);
+        if (shape.ok) {
+            shaped++;
+            /* The template never holds a literal's digits... */
+            size_t t = 0;
+            for (int k = 0; k < shape.ncuts; k++) {
+                assert_true(shape.cut[k] >= t && shape.cut[k] <= shape.len);
+                t = shape.cut[k];
+            }
+            /* ...and new digits in its cuts match, with the same result. */
+            size_t vl = 0;
+            t = 0;
+            for (int k = 0; k < shape.ncuts; k++) {
+                memcpy(v + vl, shape.tmpl + t, shape.cut[k] - t);
+                vl += shape.cut[k] - t;
+                t = shape.cut[k];
+                for (unsigned d = 1 + rnd(3); d > 0; d--)
+                    v[vl++] = (char)('0' + rnd(10));
+            }
+            memcpy(v + vl, shape.tmpl + t, shape.len - t);
+            vl += shape.len - t;
+            v[vl] = '\0';
+            assert_true(dds_sql_shape_match(shape.tmpl, shape.len, shape.cut, shape.ncuts, v, vl));
+            dds_sql_obfuscate(v, vl, ov, sizeof ov);
+            assert_string_equal(ov, oa);
+        }
+        /* Any other statement: a match means the same result. */
+        dds_sql_shape keep = shape;
+        for (int m = 0; m < 4; m++) {
+            random_statement(v, sizeof v);
+            if (m == 0 && strlen(a) + 1 < sizeof v) {
+                /* a itself with one byte changed, added or removed */
+                strcpy(v, a);
+                size_t l = strlen(v), at = rnd((unsigned)l + 1);
+                int op = (int)rnd(3);
+                if (op == 0 && at < l)
+                    v[at] = "0123456789 ;x.'e_$-"[rnd(19)];
+                else if (op == 1)
+                    memmove(v + at + 1, v + at, l - at + 1), v[at] = (char)('0' + rnd(10));
+                else if (at < l)
+                    memmove(v + at, v + at + 1, l - at);
+            }
+            if (keep.ok && dds_sql_shape_match(keep.tmpl, keep.len, keep.cut, keep.ncuts, v, strlen(v))) {
+                matched++;
+                dds_sql_obfuscate(v, strlen(v), ov, sizeof ov);
+                assert_string_equal(ov, oa);
+            }
+        }
+    }
+    /* The generator reaches both sides. */
+    assert_true(shaped > 1000);
+    assert_true(matched > 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -246,6 +435,9 @@ int main(void)
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_psycopg2_style),
         cmocka_unit_test(test_error_messages),
+        cmocka_unit_test(test_shape_integers),
+        cmocka_unit_test(test_shape_refused),
+        cmocka_unit_test(test_shape_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
