@@ -162,6 +162,7 @@ typedef struct pq_conn {
     int nopen;            /* items with a span */
     pq_prep *preps;       /* PQ_MAX_PREPARED slots, a ring; NULL until a prepare */
     int prep_next;
+    int prep_unnamed;     /* 0: no slot holds the unnamed statement */
     pq_shape *shapes[PQ_SHAPES]; /* a ring; at most ~2 KiB each */
     int shape_hit;        /* where the last match was: tried first */
     int shape_next;       /* the slot the next new shape takes */
@@ -236,7 +237,17 @@ static void spares_free(pq_conn *pc)
 /* The state of conn, created when `create` and there is room. The caller
  * owns the connection (libpq's rule: one thread at a time per PGconn), so the
  * entry is used without the lock once found. */
-static pq_conn *conn_get(const PGconn *conn, int create)
+static __attribute__((noinline)) pq_conn *conn_lookup(const PGconn *conn, int create);
+
+static inline pq_conn *conn_get(const PGconn *conn, int create)
+{
+    if (conn == tl_conn && conn != NULL &&
+        tl_gen == __atomic_load_n(&table_gen, __ATOMIC_ACQUIRE) && tl_pc->pid == dds_pid)
+        return tl_pc;
+    return conn_lookup(conn, create);
+}
+
+static pq_conn *conn_lookup(const PGconn *conn, int create)
 {
     if (conn == NULL || (!create && __atomic_load_n(&nconns, __ATOMIC_RELAXED) == 0))
         return NULL;
@@ -351,6 +362,8 @@ static void prep_put(pq_conn *pc, const char *name, const char *text)
         p->name = strndup(name, PQ_NAME_MAX);
         p->hash = h;
     }
+    if (*name == '\0')
+        pc->prep_unnamed = 1;
     free(p->text);
     p->text = strdup(text);
     if (p->name == NULL || p->text == NULL) {
@@ -371,11 +384,17 @@ static void prep_clear(pq_conn *pc)
     free(pc->preps);
     pc->preps = NULL;
     pc->prep_next = 0;
+    pc->prep_unnamed = 0;
 }
 
 /* A simple query or a Parse of the unnamed statement replaces it. */
 static void prep_forget_unnamed(pq_conn *pc)
 {
+    /* Most programs never prepare the unnamed statement: no scan of the
+     * slots for every statement they run. */
+    if (!pc->prep_unnamed)
+        return;
+    pc->prep_unnamed = 0;
     pq_prep *p = prep_find(pc, "", name_hash(""));
     if (p) {
         free(p->name);
@@ -386,10 +405,22 @@ static void prep_forget_unnamed(pq_conn *pc)
 
 /* ---- spans -------------------------------------------------------------- */
 
-static int tracing(void)
+/* 1 once ddshim is ready, libpq's getters are found and the integration is
+ * on: none of these goes back, so each hook tests one flag, not three calls. */
+static int pq_on;
+
+static __attribute__((noinline)) int pq_enable(void)
+{
+    if (!(dds_cfg->integrations & DDS_INTEG_POSTGRES) || !dds_ready() || !api_ready())
+        return 0;
+    __atomic_store_n(&pq_on, 1, __ATOMIC_RELEASE);
+    return 1;
+}
+
+static inline int tracing(void)
 {
     return dds_active && !dds_in_shim && pq_depth == 0 &&
-           (dds_cfg->integrations & DDS_INTEG_POSTGRES) && dds_ready() && api_ready();
+           (__atomic_load_n(&pq_on, __ATOMIC_ACQUIRE) || pq_enable());
 }
 
 static char *tag_dup(const char *s)
@@ -407,6 +438,9 @@ static void ignore_socket(PGconn *conn)
     if (fd >= 0)
         dds_socket_ignore_fd(fd);
 }
+
+/* A tag whose value is a string literal: its length is known here. */
+#define META_LIT(s, key, lit) dds_span_set_meta_n(s, key, lit, sizeof lit - 1)
 
 static void set_conn_tags(dds_span *s, PGconn *conn, pq_conn *pc)
 {
@@ -439,7 +473,7 @@ static void set_conn_tags(dds_span *s, PGconn *conn, pq_conn *pc)
     if (dbl) {
         dds_span_set_meta_n(s, "db.name", db, dbl);
         dds_span_set_meta_n(s, "peer.service", db, dbl);
-        dds_span_set_meta(s, "_dd.peer.service.source", "db.name");
+        META_LIT(s, "_dd.peer.service.source", "db.name");
     }
     if (userl)
         dds_span_set_meta_n(s, "db.user", user, userl);
@@ -578,8 +612,8 @@ static void set_resource(dds_span *s, int kind, const char *arg, pq_conn *pc, ch
 /* After the real call: tags and resource. Returns the connection's state
  * (created if need be). For a PQprepare/PQsendPrepare, *obfuscated receives the
  * obfuscated text (malloc'd) to remember under the statement's name. */
-static pq_conn *call_describe(pq_call *c, const char *fn, int kind, const char *arg,
-                              char **obfuscated)
+static pq_conn *call_describe(pq_call *c, const char *fn, size_t fn_len, int kind,
+                              const char *arg, char **obfuscated)
 {
     pq_conn *pc = c->conn ? conn_get(c->conn, 1) : NULL;
     c->pc = pc;
@@ -588,10 +622,10 @@ static pq_conn *call_describe(pq_call *c, const char *fn, int kind, const char *
     dds_span *s = c->span;
     if (s == NULL)
         return pc;
-    dds_span_set_meta(s, "db.system", "postgresql");
-    dds_span_set_meta(s, "component", "libpq");
-    dds_span_set_meta(s, "span.kind", "client");
-    dds_span_set_meta(s, "libpq.function", fn);
+    META_LIT(s, "db.system", "postgresql");
+    META_LIT(s, "component", "libpq");
+    META_LIT(s, "span.kind", "client");
+    dds_span_set_meta_n(s, "libpq.function", fn, fn_len);
     dds_span_set_metric(s, "_dd.measured", 1);
     if (c->conn)
         set_conn_tags(s, c->conn, pc);
@@ -854,7 +888,8 @@ static void call_returned(pq_call *c)
     call_returned(&c);                                                         \
     const char *pname = prep_name;                                             \
     char *text = NULL;                                                         \
-    pq_conn *pc = call_describe(&c, #fn, kind, arg, pname ? &text : NULL);     \
+    pq_conn *pc = call_describe(&c, #fn, sizeof #fn - 1, kind, arg,           \
+                                pname ? &text : NULL);                         \
     track_prepared(pc, kind, pname, text,                                      \
                    r && (!pname || api.result_status(r) == PGRES_COMMAND_OK)); \
     call_done_sync(&c, r, end);                                                \
@@ -875,7 +910,8 @@ static void call_returned(pq_call *c)
     call_returned(&c);                                                         \
     const char *pname = prep_name;                                             \
     char *text = NULL;                                                         \
-    pq_conn *pc = call_describe(&c, #fn, kind, arg, pname ? &text : NULL);     \
+    pq_conn *pc = call_describe(&c, #fn, sizeof #fn - 1, kind, arg,           \
+                                pname ? &text : NULL);                         \
     track_prepared(pc, kind, pname, text, ok);                                 \
     call_done_send(&c, ok);                                                    \
     call_end(&c);                                                              \
