@@ -439,8 +439,6 @@ static void ignore_socket(PGconn *conn)
         dds_socket_ignore_fd(fd);
 }
 
-/* A tag whose value is a string literal: its length is known here. */
-#define META_LIT(s, key, lit) dds_span_set_meta_n(s, key, lit, sizeof lit - 1)
 
 static void set_conn_tags(dds_span *s, PGconn *conn, pq_conn *pc)
 {
@@ -473,7 +471,7 @@ static void set_conn_tags(dds_span *s, PGconn *conn, pq_conn *pc)
     if (dbl) {
         dds_span_set_meta_n(s, "db.name", db, dbl);
         dds_span_set_meta_n(s, "peer.service", db, dbl);
-        META_LIT(s, "_dd.peer.service.source", "db.name");
+        dds_span_set_meta(s, "_dd.peer.service.source", "db.name");
     }
     if (userl)
         dds_span_set_meta_n(s, "db.user", user, userl);
@@ -622,9 +620,9 @@ static pq_conn *call_describe(pq_call *c, const char *fn, size_t fn_len, int kin
     dds_span *s = c->span;
     if (s == NULL)
         return pc;
-    META_LIT(s, "db.system", "postgresql");
-    META_LIT(s, "component", "libpq");
-    META_LIT(s, "span.kind", "client");
+    dds_span_set_meta(s, "db.system", "postgresql");
+    dds_span_set_meta(s, "component", "libpq");
+    dds_span_set_meta(s, "span.kind", "client");
     dds_span_set_meta_n(s, "libpq.function", fn, fn_len);
     dds_span_set_metric(s, "_dd.measured", 1);
     if (c->conn)
