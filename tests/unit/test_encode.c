@@ -211,6 +211,16 @@ static void free_list(dds_trace *t)
     }
 }
 
+/* Encode one chunk (alone in its payload) and decode it back. */
+static void encode_decode(const dds_trace *t, msgpack_sbuffer *sb, decoded *d)
+{
+    dds_encode_result r;
+    msgpack_sbuffer_init(sb);
+    assert_int_equal(dds_encode_traces(sb, t, &opts, &r), 0);
+    assert_int_equal(r.traces, 1);
+    decode(d, sb);
+}
+
 static void test_chunk_fields_and_tags(void **state)
 {
     (void)state;
@@ -607,6 +617,193 @@ static void test_payload_cap_leaves_the_rest(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* ---- keys: the fast path for known keys, the full one for the rest ------ */
+
+/* The same key as a static string and as a copy at another address, keys of
+ * 31 and 32 bytes (fixstr / str8), a key that needs repair, keys sharing a
+ * reserved key's first bytes, and a propagated tag that is no fixed key:
+ * each on the root (where the reserved ones are ours) and on a child (where
+ * they are not), so that the second sight of a key comes from what the
+ * encoder kept. */
+static void test_keys_known_and_unknown(void **state)
+{
+    (void)state;
+    static const char k31[] = "a.key.that.is.exactly.31.bytes.";
+    static const char k32[] = "a.key.that.is.exactly.32.bytes..";
+    dds_span *spans[2];
+    spans[0] = dds_span_start("http.server.request", "web", NULL, NULL);
+    spans[1] = dds_span_start("redis.command", "redis", spans[0], NULL);
+    for (int i = 0; i < 2; i++) {
+        dds_span *s = spans[i];
+        dds_span_set_meta(s, "_dd.peer.service.source", "out.host"); /* '_' like _dd.p.dm */
+        dds_span_set_meta_dyn(s, "_dd.p.dmx", "a");                  /* a reserved key's prefix */
+        dds_span_set_meta_dyn(s, "_dd.p.dm", "-9");                  /* ours on the root */
+        dds_span_set_meta_dyn(s, "_dd.p.usr.id", "span");            /* propagated: root's */
+        dds_span_set_meta_dyn(s, "language", "rust");                /* ours everywhere */
+        dds_span_set_meta(s, k31, "31");
+        dds_span_set_meta(s, k32, "32");
+        dds_span_set_meta_dyn(s, "k\xff", "bad");
+        dds_span_set_metric(s, "_dd.measured", 1);                   /* '_' like _dd.rule_psr */
+        dds_span_set_metric(s, "_dd.rule_psr", 7);                   /* ours on the root */
+    }
+    dds_span_finish(spans[1]);
+    dds_trace *t = finish_root(spans[0]);
+    t->sampling = (dds_sampling){.decided = 1, .priority = 1, .mechanism = DDS_MECH_DEFAULT,
+                                 .agent_psr = 1, .rule_psr = -1, .limit_psr = -1, .ksr = -1};
+    set_tag(t, "_dd.p.usr.id", "ctx");
+
+    msgpack_sbuffer sb;
+    decoded d;
+    encode_decode(t, &sb, &d);
+    /* The 31-byte key is a fixstr, the 32-byte one a str8, on both spans. */
+    char want31[33] = {(char)(0xa0 | 31)}, want32[34] = {(char)0xd9, 32};
+    memcpy(want31 + 1, k31, 31);
+    memcpy(want32 + 2, k32, 32);
+    int n31 = 0, n32 = 0;
+    for (size_t i = 0; i + sizeof want32 <= sb.size; i++) {
+        n31 += memcmp(sb.data + i, want31, sizeof want31 - 1) == 0;
+        n32 += memcmp(sb.data + i, want32, sizeof want32) == 0;
+    }
+    assert_int_equal(n31, 2);
+    assert_int_equal(n32, 2);
+    for (uint32_t i = 0; i < 2; i++) {
+        const msgpack_object *s = span_at(&d, 0, i);
+        int root = i == 0;
+        assert_span_shape(s);
+        assert_meta(s, "_dd.peer.service.source", "out.host");
+        assert_meta(s, "_dd.p.dmx", "a");
+        assert_meta(s, "_dd.p.dm", root ? "-0" : "-9");
+        assert_meta(s, "_dd.p.usr.id", root ? "ctx" : "span");
+        assert_meta(s, "language", "cpp");
+        assert_meta(s, k31, "31");
+        assert_meta(s, k32, "32");
+        assert_meta(s, "k\xef\xbf\xbd", "bad");
+        assert_metric(s, "_dd.measured", 1);
+        assert_metric(s, "_dd.rule_psr", root ? NAN : 7);
+    }
+    msgpack_unpacked_destroy(&d.up);
+    msgpack_sbuffer_destroy(&sb);
+    dds_trace_free(t);
+}
+
+/* More distinct keys than the encoder keeps (they evict one another): every
+ * one still goes out with its own value. */
+static void test_many_keys(void **state)
+{
+    (void)state;
+    enum { KEYS = 300 };
+    dds_span *root = dds_span_start("root", "web", NULL, NULL);
+    dds_span *child = dds_span_start("child", "web", root, NULL);
+    char k[32], v[32];
+    for (int i = 0; i < KEYS; i++) {
+        snprintf(k, sizeof k, "key.%d", i);
+        snprintf(v, sizeof v, "value.%d", i);
+        dds_span_set_meta_dyn(root, k, v);
+        dds_span_set_meta_dyn(child, k, v);
+    }
+    dds_span_finish(child);
+    dds_trace *t = finish_root(root);
+    msgpack_sbuffer sb;
+    decoded d;
+    encode_decode(t, &sb, &d);
+    for (uint32_t s = 0; s < 2; s++)
+        for (int i = 0; i < KEYS; i++) {
+            snprintf(k, sizeof k, "key.%d", i);
+            snprintf(v, sizeof v, "value.%d", i);
+            assert_meta(span_at(&d, 0, s), k, v);
+        }
+    msgpack_unpacked_destroy(&d.up);
+    msgpack_sbuffer_destroy(&sb);
+    dds_trace_free(t);
+}
+
+/* The exact bytes of a payload, as the encoder wrote them before its fast
+ * paths (keys kept by address, the fixed fields as one block): a span like
+ * hiredis's, the chunk root, and a child with what takes the slow paths. Ids
+ * and times are set so the bytes are always the same. */
+static const char golden_hex[] =
+    "dd00000001dd000000028ca773657276696365a8636865636b6f7574a46e616d65ad72656469732e636f6d6d616e64a8"
+    "7265736f75726365a3474554a874726163655f6964cf0102030405060708a77370616e5f6964cf1111111111111111a9"
+    "706172656e745f6964cf0000000000000000a57374617274d317979cfe362a0000a86475726174696f6ed30000000000"
+    "01e240a56572726f72d30000000000000000a474797065a57265646973a46d657461df00000014a86c616e6775616765"
+    "a3637070aa72756e74696d652d6964d92430623765316336612d336639642d346332652d396135312d37643266306339"
+    "6534623133aa5f64642e6f726967696eaa73796e74686574696373a85f64642e702e646da22d31a95f64642e702e7469"
+    "64b036353533663061623030303030303030a95f64642e702e6b7372a3302e35ac5f64642e702e7573722e6964a86458"
+    "4e6c63673d3db172656469732e7261775f636f6d6d616e64ad4745542062656e63683a6b6579a964622e73797374656d"
+    "a57265646973a9636f6d706f6e656e74a768697265646973a97370616e2e6b696e64a6636c69656e74a86f75742e686f"
+    "7374a93132372e302e302e31ac706565722e73657276696365a93132372e302e302e31b75f64642e706565722e736572"
+    "766963652e736f75726365a86f75742e686f7374ac6f75742e72656469735f6462a130b764622e72656469732e646174"
+    "61626173655f696e646578a130a3656e76a470726f64a776657273696f6ea5312e322e33a47465616da4636f7265a672"
+    "6567696f6ea26575a76d657472696373df00000006aa70726f636573735f6964cb40b0920000000000b55f73616d706c"
+    "696e675f7072696f726974795f7631cb3ff0000000000000ad5f64642e6167656e745f707372cb3fe0000000000000b1"
+    "72656469732e617267735f6c656e677468cb4000000000000000ac5f64642e6d65617375726564cb3ff0000000000000"
+    "b86e6574776f726b2e64657374696e6174696f6e2e706f7274cb40b8eb00000000008ca773657276696365a863686563"
+    "6b6f7574a46e616d65b3687474702e636c69656e742e72657175657374a87265736f75726365ae474554202f636166c3"
+    "a92fefbfbda874726163655f6964cf0102030405060708a77370616e5f6964cf2222222222222222a9706172656e745f"
+    "6964cf1111111111111111a57374617274d317979cfe362a03e8a86475726174696f6ed300000000000003e8a5657272"
+    "6f72d30000000000000001a474797065a0a46d657461df0000000aa86c616e6775616765a3637070aa72756e74696d65"
+    "2d6964d92430623765316336612d336639642d346332652d396135312d376432663063396534623133aa5f64642e6f72"
+    "6967696eaa73796e74686574696373a36e756ca3616263a6726567696f6ea27573a4636cc3a9a3e282acad6572726f72"
+    "2e6d657373616765a4626f6f6da3656e76a470726f64a776657273696f6ea5312e322e33a47465616da4636f7265a76d"
+    "657472696373df00000001aa70726f636573735f6964cb40b0920000000000";
+
+static void test_golden_bytes(void **state)
+{
+    (void)state;
+    dds_span *root = dds_span_start("redis.command", "redis", NULL, NULL);
+    dds_span_set_resource(root, "GET");
+    dds_span_set_meta(root, "redis.raw_command", "GET bench:key");
+    dds_span_set_metric(root, "redis.args_length", 2);
+    dds_span_set_meta(root, "db.system", "redis");
+    dds_span_set_meta(root, "component", "hiredis");
+    dds_span_set_meta(root, "span.kind", "client");
+    dds_span_set_metric(root, "_dd.measured", 1);
+    dds_span_set_meta(root, "out.host", "127.0.0.1");
+    dds_span_set_meta(root, "peer.service", "127.0.0.1");
+    dds_span_set_meta(root, "_dd.peer.service.source", "out.host");
+    dds_span_set_metric(root, "network.destination.port", 6379);
+    dds_span_set_meta(root, "out.redis_db", "0");
+    dds_span_set_meta(root, "db.redis.database_index", "0");
+    dds_span *child = dds_span_start("http.client.request", NULL, root, NULL);
+    dds_span_set_resource(child, "GET /caf\xc3\xa9/\xff");
+    dds_span_set_meta_n(child, "nul", "abc\0def", 7);
+    dds_span_set_meta(child, "region", "us");
+    dds_span_set_meta_dyn(child, "cl\xc3\xa9", "\xe2\x82\xac");
+    dds_span_set_metric(child, "process_id", 1);
+    dds_span_set_metric(child, "inf", INFINITY);
+    dds_span_set_error(child, "boom");
+    dds_span_finish(child);
+    dds_trace *t = finish_root(root);
+    t->trace_id_hi = 0x6553f0ab00000000ULL;
+    t->trace_id_lo = 0x0102030405060708ULL;
+    t->sampling = (dds_sampling){.decided = 1, .priority = 1, .mechanism = DDS_MECH_AGENT_RATE,
+                                 .agent_psr = 0.5, .rule_psr = -1, .limit_psr = -1, .ksr = 0.5};
+    set_tag(t, "_dd.p.usr.id", "dXNlcg==");
+    snprintf(dds_trace_ctx_mut(t)->origin, sizeof t->ctx->origin, "synthetics");
+    root->span_id = t->root_span_id = 0x1111111111111111ULL;
+    child->span_id = 0x2222222222222222ULL;
+    child->parent_id = root->span_id;
+    root->start_ns = 1700000000000000000LL;
+    root->duration_ns = 123456;
+    child->start_ns = 1700000000000001000LL;
+    child->duration_ns = 1000;
+
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    dds_encode_result r;
+    assert_int_equal(dds_encode_traces(&sb, t, &opts, &r), 0);
+    char *hex = malloc(2 * sb.size + 1);
+    for (size_t i = 0; i < sb.size; i++)
+        snprintf(hex + 2 * i, 3, "%02x", (unsigned char)sb.data[i]);
+    if (strcmp(hex, golden_hex) != 0) {
+        printf("payload: %s\n", hex);
+        fail_msg("payload differs from golden_hex (printed above)");
+    }
+    free(hex);
+    msgpack_sbuffer_destroy(&sb);
+    dds_trace_free(t);
+}
+
 static void test_format_rate(void **state)
 {
     (void)state;
@@ -680,6 +877,9 @@ int main(void)
         cmocka_unit_test_setup(test_invalid_utf8_is_repaired, setup),
         cmocka_unit_test_setup(test_long_values_are_capped, setup),
         cmocka_unit_test_setup(test_payload_cap_leaves_the_rest, setup),
+        cmocka_unit_test_setup(test_keys_known_and_unknown, setup),
+        cmocka_unit_test_setup(test_many_keys, setup),
+        cmocka_unit_test_setup(test_golden_bytes, setup),
         cmocka_unit_test(test_format_rate),
         cmocka_unit_test_setup(test_encode_speed, setup),
     };
