@@ -9,23 +9,68 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Keys computed here, per span, that the span's own tags may not override. */
+/* Keys computed here, per span, that the span's own tags may not override:
+ * the fixed ones (enum rkey) and the trace's propagated tags. */
 #define RESERVED_MAX (8 + DDS_MAX_TRACE_TAGS)
+
+enum rkey { RK_NONE, RK_LANGUAGE, RK_RUNTIME_ID, RK_ORIGIN, RK_DM, RK_TID, RK_KSR, RK_PARENT_ID,
+            RK_PROPAGATION_ERROR, RK_W3C_ERROR, RK_PROCESS_ID, RK_PRIORITY, RK_AGENT_PSR,
+            RK_RULE_PSR, RK_LIMIT_PSR, RK_COUNT };
+
+static const char *const rkey_name[RK_COUNT] = {
+    [RK_NONE] = "",
+    [RK_LANGUAGE] = "language",
+    [RK_RUNTIME_ID] = "runtime-id",
+    [RK_ORIGIN] = "_dd.origin",
+    [RK_DM] = "_dd.p.dm",
+    [RK_TID] = "_dd.p.tid",
+    [RK_KSR] = "_dd.p.ksr",
+    [RK_PARENT_ID] = "_dd.parent_id",
+    [RK_PROPAGATION_ERROR] = "_dd.propagation_error",
+    [RK_W3C_ERROR] = "_dd.w3c_extraction_error",
+    [RK_PROCESS_ID] = "process_id",
+    [RK_PRIORITY] = "_sampling_priority_v1",
+    [RK_AGENT_PSR] = "_dd.agent_psr",
+    [RK_RULE_PSR] = "_dd.rule_psr",
+    [RK_LIMIT_PSR] = "_dd.limit_psr",
+};
+
+/* A key (or name, type) as it goes out: its fixstr, and which fixed reserved
+ * key it is. Keys are looked up by address: within one call every span, and
+ * so every key, stays alive and unchanged, and nearly all keys are the hooks'
+ * static strings, the same few for every span. */
+typedef struct key_ent {
+    unsigned char n;  /* bytes of b to write; 0: not kept (pack_str every time) */
+    unsigned char rk; /* enum rkey, RK_NONE for any other key */
+    char b[32];       /* fixstr header and body, zero-padded */
+} key_ent;
+
+#define KC_BITS 7
+#define KC_SLOTS (1 << KC_BITS)
 
 typedef struct enc {
     msgpack_sbuffer *sb;
     msgpack_packer pk;
     int oom;
     const dds_encode_opts *o;
-    const char *reserved[RESERVED_MAX];
-    int nreserved;
-    uint64_t rfirst; /* bit (c & 63) set for the first byte c of each reserved key */
+    int nreserved;    /* reserved keys of the item being packed */
+    uint32_t rset;    /* bit rk set for each fixed one among them */
+    int nother;
+    const char *other[RESERVED_MAX]; /* the others: propagated tags */
     /* What every span of the payload starts the same way, encoded once per
      * call (see prebuild): the map header, service and the "name" key; the
-     * language and runtime-id meta (pre_nmeta entries); the process_id metric. */
+     * "meta" key, its map header and the language and runtime-id meta
+     * (pre_nmeta entries); the "metrics" key, its map header and the
+     * process_id metric. */
     msgpack_sbuffer pre;
     size_t pre_head, pre_meta, pre_metrics; /* ends of the three parts in pre */
     uint32_t pre_nmeta;
+    char dm[16];      /* _dd.p.dm of mechanism dm_mech, formatted */
+    size_t dm_len;
+    int dm_mech;
+    key_ent kc_tmp;   /* a key not kept */
+    const char *kc_key[KC_SLOTS]; /* cleared per call; kc[] is filled on use */
+    key_ent kc[KC_SLOTS];
 } enc;
 
 static int enc_write(void *data, const char *buf, size_t len)
@@ -84,6 +129,33 @@ static void put_be(char *p, uint64_t v, int n)
         p[i] = (char)(v & 0xff);
 }
 
+/* memcpy for the short strings most are, inline: overlapping word moves. */
+__attribute__((always_inline)) static inline void copy_bytes(char *d, const char *s, size_t n)
+{
+    if (n > 32) {
+        memcpy(d, s, n);
+    } else if (n >= 16) {
+        memcpy(d, s, 16);
+        memcpy(d + n - 16, s + n - 16, 16);
+    } else if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else if (n > 0) {
+        d[0] = s[0];
+        d[n / 2] = s[n / 2];
+        d[n - 1] = s[n - 1];
+    }
+}
+
 static void put_raw(enc *e, const char *b, size_t n)
 {
     char *p = reserve(e, n);
@@ -116,7 +188,7 @@ __attribute__((always_inline)) static inline void put_str(enc *e, const char *s,
         put_be(p + 1, len, 4);
         h = 5;
     }
-    memcpy(p + h, s, len);
+    copy_bytes(p + h, s, len);
     e->sb->size += h + len;
 }
 
@@ -281,40 +353,31 @@ static void pack_str(enc *e, const char *s)
     pack_str_cap(e, s, s ? strlen(s) : 0, SIZE_MAX);
 }
 
-static void pack_kv(enc *e, const char *k, const char *v)
-{
-    pack_str(e, k);
-    pack_str_cap(e, v, v ? strlen(v) : 0, DDS_META_VALUE_MAX);
-}
-
-/* 1 when s[0..len) is ASCII without a NUL byte. */
+/* 1 when s[0..len) is ASCII without a NUL byte. Whole words only: the last
+ * one (and a short string's two) overlap bytes already checked. */
 static int ascii_no_nul(const char *s, size_t len)
 {
-    size_t i = 0;
-    uint64_t hi = 0, zero = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t x;
-        memcpy(&x, s + i, sizeof x);
-        hi |= x;
-        zero |= (x - 0x0101010101010101ULL) & ~x;
+    uint64_t x, bad = 0;
+    if (len >= 8) {
+        for (size_t i = 0; i + 8 < len; i += 8) {
+            memcpy(&x, s + i, sizeof x);
+            bad |= x | ((x - 0x0101010101010101ULL) & ~x);
+        }
+        memcpy(&x, s + len - 8, sizeof x);
+        bad |= x | ((x - 0x0101010101010101ULL) & ~x);
+    } else if (len >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, sizeof a);
+        memcpy(&b, s + len - 4, sizeof b);
+        x = (uint64_t)a << 32 | b;
+        bad = x | ((x - 0x0101010101010101ULL) & ~x);
+    } else {
+        for (size_t i = 0; i < len; i++) {
+            unsigned char c = (unsigned char)s[i];
+            bad |= c == 0 ? 0x80 : c;
+        }
     }
-    for (; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        hi |= c;
-        zero |= c == 0 ? 0x80 : 0;
-    }
-    return !((hi | zero) & 0x8080808080808080ULL);
-}
-
-/* A span's meta entry, whose value length the span kept: no strlen. The
- * value ends at its first NUL, as it always did. */
-static void pack_meta_kv(enc *e, const dds_meta *m)
-{
-    pack_str(e, m->key);
-    if (m->vlen <= DDS_META_VALUE_MAX && ascii_no_nul(m->val, m->vlen))
-        put_str(e, m->val, m->vlen);
-    else
-        pack_str_cap(e, m->val, strnlen(m->val, m->vlen), DDS_META_VALUE_MAX);
+    return !(bad & 0x8080808080808080ULL);
 }
 
 /* ---- headers whose count is known only at the end ---------------------- */
@@ -343,43 +406,122 @@ static void end32(enc *e, size_t off, uint32_t n)
     p[3] = (unsigned char)n;
 }
 
+/* ---- keys ---------------------------------------------------------------- */
+
+static int rkey_of(const char *k)
+{
+    for (int i = 1; i < RK_COUNT; i++)
+        if (rkey_name[i][0] == k[0] && strcmp(rkey_name[i], k) == 0)
+            return i;
+    return RK_NONE;
+}
+
+/* First sight of k in this call. A key pack_str would write as a fixstr
+ * (valid UTF-8, under 32 bytes) is kept, exactly those bytes; any other goes
+ * through pack_str each time. */
+__attribute__((noinline)) static const key_ent *key_fill(enc *e, const char *k, size_t slot)
+{
+    size_t len = strlen(k);
+    key_ent *ke = &e->kc_tmp;
+    ke->n = 0;
+    if (len < 32 && (all_ascii(k, len) || dds_utf8_valid_prefix(k, len) == len)) {
+        ke = &e->kc[slot];
+        memset(ke->b, 0, sizeof ke->b);
+        ke->b[0] = (char)(0xa0 | len);
+        memcpy(ke->b + 1, k, len);
+        ke->n = (unsigned char)(len + 1);
+        e->kc_key[slot] = k;
+    }
+    ke->rk = (unsigned char)rkey_of(k);
+    return ke;
+}
+
+__attribute__((always_inline)) static inline const key_ent *key_get(enc *e, const char *k)
+{
+    size_t slot = (size_t)(((uintptr_t)k * 0x9E3779B97F4A7C15ULL) >> (64 - KC_BITS));
+    if (__builtin_expect(e->kc_key[slot] == k, 1))
+        return &e->kc[slot];
+    return key_fill(e, k, slot);
+}
+
+/* The key's str: the same bytes as pack_str(e, k). */
+__attribute__((always_inline)) static inline void put_key(enc *e, const char *k, const key_ent *ke)
+{
+    if (__builtin_expect(ke->n == 0, 0)) {
+        pack_str(e, k);
+        return;
+    }
+    char *p = reserve(e, sizeof ke->b);
+    if (p == NULL)
+        return;
+    memcpy(p, ke->b, sizeof ke->b);
+    e->sb->size += ke->n;
+}
+
 /* ---- spans -------------------------------------------------------------- */
 
-/* The reserved keys of the item being packed. Most keys start with a byte
- * no reserved key starts with: one bit test, no strcmp. */
+/* The reserved keys of the item being packed: a bit per fixed key (decided
+ * once per key and call, by key_get), a list for the rest. */
 static void reserved_reset(enc *e)
 {
     e->nreserved = 0;
-    e->rfirst = 0;
+    e->nother = 0;
+    e->rset = 0;
 }
 
-static void reserved_add(enc *e, const char *key)
+static void reserved_add(enc *e, const char *key, int rk)
 {
     if (e->nreserved == RESERVED_MAX)
         return;
-    e->reserved[e->nreserved++] = key;
-    e->rfirst |= 1ULL << ((unsigned char)key[0] & 63);
+    e->nreserved++;
+    if (rk != RK_NONE)
+        e->rset |= 1u << rk;
+    else
+        e->other[e->nother++] = key;
 }
 
-static int reserved_has(const enc *e, const char *key)
+/* key is reserved; rk is its enum rkey. A fixed key is never among the
+ * others (reserved_add puts it in rset), nor any other key in rset. */
+static int reserved_has(const enc *e, const char *key, int rk)
 {
-    if (!(e->rfirst & (1ULL << ((unsigned char)key[0] & 63))))
-        return 0;
-    for (int i = 0; i < e->nreserved; i++)
-        if (e->reserved[i][0] == key[0] && strcmp(e->reserved[i], key) == 0)
+    if (rk != RK_NONE)
+        return (e->rset >> rk) & 1;
+    for (int i = 0; i < e->nother; i++)
+        if (e->other[i][0] == key[0] && strcmp(e->other[i], key) == 0)
             return 1;
     return 0;
 }
 
-/* Emit a computed tag unless one of the same key is already out. */
-static int put_reserved(enc *e, const char *key, const char *val)
+/* Claim a computed key, unless one of the same key is already out. */
+static int reserve_key(enc *e, const char *key, int rk)
 {
-    if (reserved_has(e, key) || e->nreserved == RESERVED_MAX)
+    if (reserved_has(e, key, rk) || e->nreserved == RESERVED_MAX)
         return 0;
-    reserved_add(e, key);
-    pack_kv(e, key, val);
+    reserved_add(e, key, rk);
     return 1;
 }
+
+/* A meta value from a C string. */
+static void pack_val(enc *e, const char *v)
+{
+    pack_str_cap(e, v, v ? strlen(v) : 0, DDS_META_VALUE_MAX);
+}
+
+/* A span's meta value, whose length the span kept: no strlen. The value
+ * ends at its first NUL, as it always did. */
+static void pack_meta_val(enc *e, const dds_meta *m)
+{
+    if (m->vlen <= DDS_META_VALUE_MAX && ascii_no_nul(m->val, m->vlen))
+        put_str(e, m->val, m->vlen);
+    else
+        pack_str_cap(e, m->val, strnlen(m->val, m->vlen), DDS_META_VALUE_MAX);
+}
+
+/* A computed meta entry whose key is a literal and whose value is short
+ * ASCII (what pack_kv writes for it: no scan needed). */
+#define PUT_KV_ASCII(e, lit, v, vlen) (PUT_KEY(e, lit), put_str((e), (v), (vlen)))
+/* A computed meta entry whose value comes from outside (context). */
+#define PUT_KV(e, lit, v) (PUT_KEY(e, lit), pack_val((e), (v)))
 
 static int span_has_meta(const dds_span *s, const char *key)
 {
@@ -389,8 +531,8 @@ static int span_has_meta(const dds_span *s, const char *key)
     return 0;
 }
 
-/* "-<n>" for a decision maker, without snprintf. */
-static void format_dm(int mech, char buf[16])
+/* "-<n>" for a decision maker, without snprintf; returns its length. */
+static size_t format_dm(int mech, char buf[16])
 {
     char d[12];
     int n = 0;
@@ -402,155 +544,211 @@ static void format_dm(int mech, char buf[16])
     for (int i = 0; i < n; i++)
         buf[1 + i] = d[n - 1 - i];
     buf[1 + n] = '\0';
+    return (size_t)n + 1;
 }
-
 
 /* The tags of the chunk root only: the trace-level decision and context. */
 static uint32_t pack_root_meta(enc *e, const dds_trace *t)
 {
     uint32_t n = 0;
     const dds_sampling *sm = &t->sampling;
+    const dds_trace_context *c = t->ctx;
     char buf[32];
     if (sm->priority > 0 && sm->mechanism >= 0) {
-        format_dm(sm->mechanism, buf);
-        n += put_reserved(e, "_dd.p.dm", buf);
+        if (sm->mechanism != e->dm_mech) { /* nearly always the same one */
+            e->dm_len = format_dm(sm->mechanism, e->dm);
+            e->dm_mech = sm->mechanism;
+        }
+        if (reserve_key(e, "_dd.p.dm", RK_DM)) {
+            PUT_KV_ASCII(e, "_dd.p.dm", e->dm, e->dm_len);
+            n++;
+        }
     } else if (sm->priority <= 0) {
         /* A dropped trace carries no decision maker (as dd-trace-cpp); reserving
          * the key keeps an extracted one out too. */
-        reserved_add(e, "_dd.p.dm");
+        reserved_add(e, "_dd.p.dm", RK_DM);
     }
-    if (t->trace_id_hi != 0) {
+    if (t->trace_id_hi != 0 && reserve_key(e, "_dd.p.tid", RK_TID)) {
         dds_hex16(t->trace_id_hi, buf);
-        n += put_reserved(e, "_dd.p.tid", buf);
+        PUT_KV_ASCII(e, "_dd.p.tid", buf, 16);
+        n++;
     }
-    if (sm->ksr >= 0) {
+    if (sm->ksr >= 0 && reserve_key(e, "_dd.p.ksr", RK_KSR)) {
         dds_format_rate(sm->ksr, buf);
-        n += put_reserved(e, "_dd.p.ksr", buf);
+        PUT_KV_ASCII(e, "_dd.p.ksr", buf, strlen(buf));
+        n++;
     }
-    for (int i = 0; i < t->ctx->ntags && i < DDS_MAX_TRACE_TAGS; i++)
-        if (t->ctx->tags[i].key[0] && strcmp(t->ctx->tags[i].key, "_dd.p.tid") != 0)
-            n += put_reserved(e, t->ctx->tags[i].key, t->ctx->tags[i].val);
-    if (t->ctx->last_parent_id[0])
-        n += put_reserved(e, "_dd.parent_id", t->ctx->last_parent_id);
-    if (t->ctx->propagation_error[0])
-        n += put_reserved(e, "_dd.propagation_error", t->ctx->propagation_error);
-    if (t->ctx->w3c_extraction_error[0])
-        n += put_reserved(e, "_dd.w3c_extraction_error", t->ctx->w3c_extraction_error);
+    for (int i = 0; i < c->ntags && i < DDS_MAX_TRACE_TAGS; i++) {
+        const char *k = c->tags[i].key;
+        if (!k[0] || strcmp(k, "_dd.p.tid") == 0)
+            continue;
+        const key_ent *ke = key_get(e, k);
+        if (reserve_key(e, k, ke->rk)) {
+            put_key(e, k, ke);
+            pack_val(e, c->tags[i].val);
+            n++;
+        }
+    }
+    if (c->last_parent_id[0] && reserve_key(e, "_dd.parent_id", RK_PARENT_ID)) {
+        PUT_KV(e, "_dd.parent_id", c->last_parent_id);
+        n++;
+    }
+    if (c->propagation_error[0] && reserve_key(e, "_dd.propagation_error", RK_PROPAGATION_ERROR)) {
+        PUT_KV(e, "_dd.propagation_error", c->propagation_error);
+        n++;
+    }
+    if (c->w3c_extraction_error[0] && reserve_key(e, "_dd.w3c_extraction_error", RK_W3C_ERROR)) {
+        PUT_KV(e, "_dd.w3c_extraction_error", c->w3c_extraction_error);
+        n++;
+    }
     return n;
+}
+
+/* A process-wide tag unless the span has the key or it is reserved. */
+static int pack_process_tag(enc *e, const dds_span *s, const char *k, const char *v)
+{
+    if (span_has_meta(s, k))
+        return 0;
+    const key_ent *ke = key_get(e, k);
+    if (reserved_has(e, k, ke->rk))
+        return 0;
+    put_key(e, k, ke);
+    pack_val(e, v);
+    return 1;
 }
 
 static void pack_meta(enc *e, const dds_trace *t, const dds_span *s, int is_root)
 {
     const dds_config *cfg = e->o->cfg;
-    size_t off = begin32(e, 0xdf);
-    uint32_t n = 0;
-    reserved_reset(e);
-    /* language and runtime-id, encoded once per payload (prebuild). */
-    reserved_add(e, "language");
-    if (e->o->runtime_id && e->o->runtime_id[0])
-        reserved_add(e, "runtime-id");
+    /* "meta", its map header, language and runtime-id (prebuild). */
+    size_t off = e->sb->size + sizeof "\xa4meta" - 1;
+    uint32_t n = e->pre_nmeta;
     put_raw(e, e->pre.data + e->pre_head, e->pre_meta - e->pre_head);
-    n += e->pre_nmeta;
-    if (t->ctx->origin[0])
-        n += put_reserved(e, "_dd.origin", t->ctx->origin);
+    reserved_reset(e);
+    reserved_add(e, "language", RK_LANGUAGE);
+    if (e->o->runtime_id && e->o->runtime_id[0])
+        reserved_add(e, "runtime-id", RK_RUNTIME_ID);
+    if (t->ctx->origin[0] && reserve_key(e, "_dd.origin", RK_ORIGIN)) {
+        PUT_KV(e, "_dd.origin", t->ctx->origin);
+        n++;
+    }
     if (is_root)
         n += pack_root_meta(e, t);
 
     for (int i = 0; i < s->nmeta; i++) {
         const dds_meta *m = &s->meta[i];
-        if (m->key == NULL || reserved_has(e, m->key))
+        if (m->key == NULL)
             continue;
-        pack_meta_kv(e, m);
+        const key_ent *ke = key_get(e, m->key);
+        if (reserved_has(e, m->key, ke->rk))
+            continue;
+        put_key(e, m->key, ke);
+        pack_meta_val(e, m);
         n++;
     }
 
     /* Process-wide tags: the span's own value wins (dd-trace-cpp inserts
      * DD_TAGS without overwriting), DD_ENV / DD_VERSION win over DD_TAGS. */
     int has_env = cfg->env && cfg->env[0], has_version = cfg->version && cfg->version[0];
-    if (has_env && !span_has_meta(s, "env") && !reserved_has(e, "env")) {
-        pack_kv(e, "env", cfg->env);
-        n++;
-    }
-    if (has_version && !span_has_meta(s, "version") && !reserved_has(e, "version")) {
-        pack_kv(e, "version", cfg->version);
-        n++;
-    }
+    if (has_env)
+        n += (uint32_t)pack_process_tag(e, s, "env", cfg->env);
+    if (has_version)
+        n += (uint32_t)pack_process_tag(e, s, "version", cfg->version);
     for (int i = 0; i < cfg->ntags; i++) {
         const char *k = cfg->tags[i].key;
-        if (k == NULL || !k[0] || span_has_meta(s, k) || reserved_has(e, k))
+        if (k == NULL || !k[0])
             continue;
         if ((has_env && strcmp(k, "env") == 0) || (has_version && strcmp(k, "version") == 0))
             continue;
-        pack_kv(e, k, cfg->tags[i].val);
-        n++;
+        n += (uint32_t)pack_process_tag(e, s, k, cfg->tags[i].val);
     }
     end32(e, off, n);
-}
-
-static void pack_metric(enc *e, const char *k, double v)
-{
-    pack_str(e, k);
-    put_double(e, v);
 }
 
 static void pack_metrics(enc *e, const dds_trace *t, const dds_span *s, int is_root)
 {
     const dds_sampling *sm = &t->sampling;
-    size_t off = begin32(e, 0xdf);
-    uint32_t n = 0;
+    /* "metrics", its map header, process_id (prebuild). */
+    size_t off = e->sb->size + sizeof "\xa7metrics" - 1;
+    uint32_t n = 1;
+    put_raw(e, e->pre.data + e->pre_meta, e->pre_metrics - e->pre_meta);
     reserved_reset(e);
-    reserved_add(e, "process_id");
-    put_raw(e, e->pre.data + e->pre_meta, e->pre_metrics - e->pre_meta); /* prebuild */
-    n++;
+    reserved_add(e, "process_id", RK_PROCESS_ID);
     if (is_root) {
-        static const char *const psr_keys[3] = {"_dd.agent_psr", "_dd.rule_psr", "_dd.limit_psr"};
+        static const struct { int rk; const char *key; size_t len; } psr_keys[3] = {
+            {RK_AGENT_PSR, "_dd.agent_psr", sizeof "_dd.agent_psr" - 1},
+            {RK_RULE_PSR, "_dd.rule_psr", sizeof "_dd.rule_psr" - 1},
+            {RK_LIMIT_PSR, "_dd.limit_psr", sizeof "_dd.limit_psr" - 1},
+        };
         const double psr[3] = {sm->agent_psr, sm->rule_psr, sm->limit_psr};
-        reserved_add(e, "_sampling_priority_v1");
-        pack_metric(e, "_sampling_priority_v1", (double)sm->priority);
+        reserved_add(e, "_sampling_priority_v1", RK_PRIORITY);
+        PUT_KEY(e, "_sampling_priority_v1");
+        put_double(e, (double)sm->priority);
         n++;
         for (int i = 0; i < 3; i++) {
-            reserved_add(e, psr_keys[i]);
+            reserved_add(e, psr_keys[i].key, psr_keys[i].rk);
             if (psr[i] >= 0) {
-                pack_metric(e, psr_keys[i], psr[i]);
+                put_str(e, psr_keys[i].key, psr_keys[i].len);
+                put_double(e, psr[i]);
                 n++;
             }
         }
     }
     for (int i = 0; i < s->nmetrics; i++) {
         const dds_metric *m = &s->metrics[i];
-        if (m->key == NULL || !isfinite(m->val) || reserved_has(e, m->key))
+        if (m->key == NULL || !isfinite(m->val))
             continue;
-        pack_metric(e, m->key, m->val);
+        const key_ent *ke = key_get(e, m->key);
+        if (reserved_has(e, m->key, ke->rk))
+            continue;
+        put_key(e, m->key, ke);
+        put_double(e, m->val);
         n++;
     }
     end32(e, off, n);
+}
+
+/* The fixed-width fields, keys and type bytes, with zeros where pack_span
+ * writes the values (big-endian, at the FX_ offsets), then the "type" key. */
+static const char FIXED[] = "\xa8" "trace_id" "\xcf" "\0\0\0\0\0\0\0\0"
+                            "\xa7" "span_id" "\xcf" "\0\0\0\0\0\0\0\0"
+                            "\xa9" "parent_id" "\xcf" "\0\0\0\0\0\0\0\0"
+                            "\xa5" "start" "\xd3" "\0\0\0\0\0\0\0\0"
+                            "\xa8" "duration" "\xd3" "\0\0\0\0\0\0\0\0"
+                            "\xa5" "error" "\xd3" "\0\0\0\0\0\0\0\0"
+                            "\xa4" "type";
+enum { FX_TRACE_ID = 10, FX_SPAN_ID = 27, FX_PARENT_ID = 46, FX_START = 61, FX_DURATION = 79,
+       FX_ERROR = 94, FX_SIZE = 107 };
+_Static_assert(sizeof FIXED == FX_SIZE + 1, "FIXED layout");
+
+static void put_be64_at(char *p, uint64_t v)
+{
+    v = __builtin_bswap64(v); /* big-endian (x86-64 and arm64 are little-endian) */
+    memcpy(p, &v, sizeof v);
 }
 
 static void pack_span(enc *e, const dds_trace *t, const dds_span *s, int is_root)
 {
     const char *name = s->name ? s->name : "";
     put_raw(e, e->pre.data, e->pre_head); /* map of 12, service, "name" (prebuild) */
-    pack_str(e, name);
+    put_key(e, name, key_get(e, name));   /* name is static: kept like a key */
     PUT_KEY(e, "resource");
     const char *res = s->resource ? s->resource : name;
     pack_str_cap(e, res, strlen(res), DDS_RESOURCE_MAX);
-    PUT_KEY(e, "trace_id");
-    put_fix64(e, 0xcf, t->trace_id_lo);
-    PUT_KEY(e, "span_id");
-    put_fix64(e, 0xcf, s->span_id);
-    PUT_KEY(e, "parent_id");
-    put_fix64(e, 0xcf, s->parent_id);
-    PUT_KEY(e, "start");
-    put_fix64(e, 0xd3, (uint64_t)s->start_ns);
-    PUT_KEY(e, "duration");
-    put_fix64(e, 0xd3, (uint64_t)s->duration_ns);
-    PUT_KEY(e, "error");
-    put_fix64(e, 0xd3, s->error ? 1 : 0);
-    PUT_KEY(e, "type");
-    pack_str(e, s->type ? s->type : "");
-    PUT_KEY(e, "meta");
+    char *p = reserve(e, FX_SIZE);
+    if (p != NULL) {
+        memcpy(p, FIXED, FX_SIZE);
+        put_be64_at(p + FX_TRACE_ID, t->trace_id_lo);
+        put_be64_at(p + FX_SPAN_ID, s->span_id);
+        put_be64_at(p + FX_PARENT_ID, s->parent_id);
+        put_be64_at(p + FX_START, (uint64_t)s->start_ns);
+        put_be64_at(p + FX_DURATION, (uint64_t)s->duration_ns);
+        put_be64_at(p + FX_ERROR, s->error ? 1 : 0);
+        e->sb->size += FX_SIZE;
+    }
+    const char *type = s->type ? s->type : "";
+    put_key(e, type, key_get(e, type)); /* static too */
     pack_meta(e, t, s, is_root);
-    PUT_KEY(e, "metrics");
     pack_metrics(e, t, s, is_root);
 }
 
@@ -583,8 +781,9 @@ static uint32_t pack_chunk(enc *e, const dds_trace *t)
 
 /* The parts every span of this payload shares, encoded once into e->pre with
  * the same functions as the rest (so the same bytes): the span map's header,
- * service and the "name" key; the language and runtime-id meta; the
- * process_id metric. */
+ * service and the "name" key; "meta", a map32 header (count patched per span),
+ * the language and runtime-id meta; "metrics", its header, the process_id
+ * metric. */
 static void prebuild(enc *e)
 {
     msgpack_sbuffer *out = e->sb;
@@ -595,12 +794,19 @@ static void prebuild(enc *e)
     pack_str(e, e->o->cfg->service ? e->o->cfg->service : "");
     PUT_KEY(e, "name");
     e->pre_head = e->pre.size;
-    reserved_reset(e);
-    e->pre_nmeta = (uint32_t)put_reserved(e, "language", DDS_LANGUAGE);
-    if (e->o->runtime_id && e->o->runtime_id[0])
-        e->pre_nmeta += (uint32_t)put_reserved(e, "runtime-id", e->o->runtime_id);
+    PUT_KEY(e, "meta");
+    begin32(e, 0xdf);
+    PUT_KV(e, "language", DDS_LANGUAGE);
+    e->pre_nmeta = 1;
+    if (e->o->runtime_id && e->o->runtime_id[0]) {
+        PUT_KV(e, "runtime-id", e->o->runtime_id);
+        e->pre_nmeta++;
+    }
     e->pre_meta = e->pre.size;
-    pack_metric(e, "process_id", (double)e->o->pid);
+    PUT_KEY(e, "metrics");
+    begin32(e, 0xdf);
+    PUT_KEY(e, "process_id");
+    put_double(e, (double)e->o->pid);
     e->pre_metrics = e->pre.size;
     e->sb = out;
 }
@@ -608,7 +814,11 @@ static void prebuild(enc *e)
 int dds_encode_traces(msgpack_sbuffer *out, const dds_trace *list, const dds_encode_opts *o,
                       dds_encode_result *r)
 {
-    enc e = {.sb = out, .o = o};
+    enc e;
+    memset(&e, 0, offsetof(enc, kc)); /* kc[] is valid only where kc_key says */
+    e.sb = out;
+    e.o = o;
+    e.dm_mech = -1;
     size_t max = o->max_bytes ? o->max_bytes : DDS_ENCODE_MAX_BYTES;
     memset(r, 0, sizeof *r);
     msgpack_sbuffer_clear(out);
