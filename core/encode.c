@@ -17,22 +17,23 @@ enum rkey { RK_NONE, RK_LANGUAGE, RK_RUNTIME_ID, RK_ORIGIN, RK_DM, RK_TID, RK_KS
             RK_PROPAGATION_ERROR, RK_W3C_ERROR, RK_PROCESS_ID, RK_PRIORITY, RK_AGENT_PSR,
             RK_RULE_PSR, RK_LIMIT_PSR, RK_COUNT };
 
-static const char *const rkey_name[RK_COUNT] = {
-    [RK_NONE] = "",
-    [RK_LANGUAGE] = "language",
-    [RK_RUNTIME_ID] = "runtime-id",
-    [RK_ORIGIN] = "_dd.origin",
-    [RK_DM] = "_dd.p.dm",
-    [RK_TID] = "_dd.p.tid",
-    [RK_KSR] = "_dd.p.ksr",
-    [RK_PARENT_ID] = "_dd.parent_id",
-    [RK_PROPAGATION_ERROR] = "_dd.propagation_error",
-    [RK_W3C_ERROR] = "_dd.w3c_extraction_error",
-    [RK_PROCESS_ID] = "process_id",
-    [RK_PRIORITY] = "_sampling_priority_v1",
-    [RK_AGENT_PSR] = "_dd.agent_psr",
-    [RK_RULE_PSR] = "_dd.rule_psr",
-    [RK_LIMIT_PSR] = "_dd.limit_psr",
+#define RKEY(lit) {lit, sizeof lit - 1}
+static const struct { const char *name; size_t len; } rkeys[RK_COUNT] = {
+    [RK_NONE] = RKEY(""),
+    [RK_LANGUAGE] = RKEY("language"),
+    [RK_RUNTIME_ID] = RKEY("runtime-id"),
+    [RK_ORIGIN] = RKEY("_dd.origin"),
+    [RK_DM] = RKEY("_dd.p.dm"),
+    [RK_TID] = RKEY("_dd.p.tid"),
+    [RK_KSR] = RKEY("_dd.p.ksr"),
+    [RK_PARENT_ID] = RKEY("_dd.parent_id"),
+    [RK_PROPAGATION_ERROR] = RKEY("_dd.propagation_error"),
+    [RK_W3C_ERROR] = RKEY("_dd.w3c_extraction_error"),
+    [RK_PROCESS_ID] = RKEY("process_id"),
+    [RK_PRIORITY] = RKEY("_sampling_priority_v1"),
+    [RK_AGENT_PSR] = RKEY("_dd.agent_psr"),
+    [RK_RULE_PSR] = RKEY("_dd.rule_psr"),
+    [RK_LIMIT_PSR] = RKEY("_dd.limit_psr"),
 };
 
 /* A key (or name, type) as it goes out: its fixstr, and which fixed reserved
@@ -408,10 +409,10 @@ static void end32(enc *e, size_t off, uint32_t n)
 
 /* ---- keys ---------------------------------------------------------------- */
 
-static int rkey_of(const char *k)
+static int rkey_of(const char *k, size_t len)
 {
     for (int i = 1; i < RK_COUNT; i++)
-        if (rkey_name[i][0] == k[0] && strcmp(rkey_name[i], k) == 0)
+        if (rkeys[i].len == len && memcmp(rkeys[i].name, k, len) == 0)
             return i;
     return RK_NONE;
 }
@@ -428,11 +429,11 @@ __attribute__((noinline)) static const key_ent *key_fill(enc *e, const char *k, 
         ke = &e->kc[slot];
         memset(ke->b, 0, sizeof ke->b);
         ke->b[0] = (char)(0xa0 | len);
-        memcpy(ke->b + 1, k, len);
+        copy_bytes(ke->b + 1, k, len);
         ke->n = (unsigned char)(len + 1);
         e->kc_key[slot] = k;
     }
-    ke->rk = (unsigned char)rkey_of(k);
+    ke->rk = (unsigned char)rkey_of(k, len);
     return ke;
 }
 
