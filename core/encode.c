@@ -54,8 +54,7 @@ typedef struct enc {
     msgpack_packer pk;
     int oom;
     const dds_encode_opts *o;
-    int nreserved;    /* reserved keys of the item being packed */
-    uint32_t rset;    /* bit rk set for each fixed one among them */
+    uint32_t rset;    /* bit rk set for each fixed reserved key of the item being packed */
     int nother;
     const char *other[RESERVED_MAX]; /* the others: propagated tags */
     /* What every span of the payload starts the same way, encoded once per
@@ -465,19 +464,17 @@ __attribute__((always_inline)) static inline void put_key(enc *e, const char *k,
  * once per key and call, by key_get), a list for the rest. */
 static void reserved_reset(enc *e)
 {
-    e->nreserved = 0;
     e->nother = 0;
     e->rset = 0;
 }
 
+/* The fixed keys are bits, so they always fit; only the others (propagated
+ * tags: at most DDS_MAX_TRACE_TAGS) are counted against the list. */
 static void reserved_add(enc *e, const char *key, int rk)
 {
-    if (e->nreserved == RESERVED_MAX)
-        return;
-    e->nreserved++;
     if (rk != RK_NONE)
         e->rset |= 1u << rk;
-    else
+    else if (e->nother < RESERVED_MAX)
         e->other[e->nother++] = key;
 }
 
@@ -496,7 +493,7 @@ static int reserved_has(const enc *e, const char *key, int rk)
 /* Claim a computed key, unless one of the same key is already out. */
 static int reserve_key(enc *e, const char *key, int rk)
 {
-    if (reserved_has(e, key, rk) || e->nreserved == RESERVED_MAX)
+    if (reserved_has(e, key, rk) || (rk == RK_NONE && e->nother == RESERVED_MAX))
         return 0;
     reserved_add(e, key, rk);
     return 1;

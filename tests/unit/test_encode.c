@@ -804,6 +804,51 @@ static void test_golden_bytes(void **state)
     dds_trace_free(t);
 }
 
+/* A root span carrying every computed tag at once: the most propagated tags
+ * a context holds and all of origin, tid, ksr, parent id and both errors.
+ * None may be crowded out (the fixed keys once counted against the room kept
+ * for the propagated ones, and the last of them was dropped). */
+static void test_every_reserved_tag_at_once(void **state)
+{
+    (void)state;
+    dds_span *root = dds_span_start("web.request", "web", NULL, NULL);
+    dds_trace *t = finish_root(root);
+    t->trace_id_hi = 0x6553f0ab00000000ULL;
+    t->sampling = (dds_sampling){.decided = 1, .priority = 2, .mechanism = DDS_MECH_RULE,
+                                 .rule_psr = 0.5, .agent_psr = -1, .limit_psr = -1, .ksr = 0.5};
+    dds_trace_context *c = dds_trace_ctx_mut(t);
+    char k[32];
+    for (int i = 0; i < DDS_MAX_TRACE_TAGS; i++) {
+        snprintf(k, sizeof k, "_dd.p.k%02d", i);
+        set_tag(t, k, "v");
+    }
+    snprintf(c->origin, sizeof c->origin, "synthetics");
+    snprintf(c->last_parent_id, sizeof c->last_parent_id, "00f067aa0ba902b7");
+    snprintf(c->propagation_error, sizeof c->propagation_error, "inject_max_size");
+    snprintf(c->w3c_extraction_error, sizeof c->w3c_extraction_error, "malformed_traceparent");
+
+    msgpack_sbuffer sb;
+    decoded d;
+    encode_decode(t, &sb, &d);
+    const msgpack_object *s0 = span_at(&d, 0, 0);
+    for (int i = 0; i < DDS_MAX_TRACE_TAGS; i++) {
+        snprintf(k, sizeof k, "_dd.p.k%02d", i);
+        assert_meta(s0, k, "v");
+    }
+    assert_meta(s0, "_dd.origin", "synthetics");
+    assert_meta(s0, "_dd.p.tid", "6553f0ab00000000");
+    assert_meta(s0, "_dd.p.ksr", "0.5");
+    assert_meta(s0, "_dd.p.dm", "-3");
+    assert_meta(s0, "_dd.parent_id", "00f067aa0ba902b7");
+    assert_meta(s0, "_dd.propagation_error", "inject_max_size");
+    assert_meta(s0, "_dd.w3c_extraction_error", "malformed_traceparent");
+    assert_meta(s0, "language", "cpp");
+    assert_meta(s0, "runtime-id", RUNTIME_ID);
+    msgpack_unpacked_destroy(&d.up);
+    msgpack_sbuffer_destroy(&sb);
+    dds_trace_free(t);
+}
+
 static void test_format_rate(void **state)
 {
     (void)state;
@@ -880,6 +925,7 @@ int main(void)
         cmocka_unit_test_setup(test_keys_known_and_unknown, setup),
         cmocka_unit_test_setup(test_many_keys, setup),
         cmocka_unit_test_setup(test_golden_bytes, setup),
+        cmocka_unit_test_setup(test_every_reserved_tag_at_once, setup),
         cmocka_unit_test(test_format_rate),
         cmocka_unit_test_setup(test_encode_speed, setup),
     };
