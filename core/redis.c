@@ -5,6 +5,8 @@
 #define _GNU_SOURCE
 #include "redis.h"
 
+#include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 
 /* ---- parsing ----------------------------------------------------------- */
@@ -205,6 +207,8 @@ static int is_word(const dds_redis_arg *a)
     return 1;
 }
 
+enum { CL_TWO_WORD = 1, CL_PUBSUB = 2, CL_KEEP_ALL = 4 };
+
 /* Commands named by two words in the resource. The Agent's quantizer uses the
  * first six; the others are containers of subcommands just the same. */
 static const char *const two_word[] = {
@@ -212,30 +216,6 @@ static const char *const two_word[] = {
     "ACL", "FUNCTION", "LATENCY", "MEMORY", "MODULE", "OBJECT", "PUBSUB", "SLOWLOG",
     "XGROUP", "XINFO", NULL,
 };
-
-static void set_name(dds_redis_cmd *out)
-{
-    if (out->nargs > 0)
-        upper_name(&out->arg[0], out->name);
-    else
-        out->name[0] = '\0';
-}
-
-/* name == word, the first two bytes compared inline: they decide most
- * comparisons without a strcmp call (name[1] is readable once name[0] equals
- * a word's non-NUL first byte). */
-static int same_name(const char *name, const char *word)
-{
-    return word[0] == name[0] && word[1] == name[1] && strcmp(name, word) == 0;
-}
-
-static int in_list(const char *name, const char *const *list)
-{
-    for (int i = 0; list[i]; i++)
-        if (same_name(name, list[i]))
-            return 1;
-    return 0;
-}
 
 size_t dds_redis_resource(const dds_redis_cmd *c, char *buf, size_t cap)
 {
@@ -248,7 +228,7 @@ size_t dds_redis_resource(const dds_redis_cmd *c, char *buf, size_t cap)
         return 0;
     size_t n = c->arg[0].len < NAME_MAX_LEN ? c->arg[0].len : NAME_MAX_LEN;
     memcpy(buf, name, n + 1);
-    if (c->nargs >= 2 && in_list(name, two_word) && is_word(&c->arg[1])) {
+    if (c->nargs >= 2 && (c->name_class & CL_TWO_WORD) && is_word(&c->arg[1])) {
         size_t k = upper_name(&c->arg[1], sub);
         buf[n] = ' ';
         memcpy(buf + n + 1, sub, k + 1);
@@ -266,7 +246,7 @@ int dds_redis_is_pubsub(const dds_redis_cmd *c)
 {
     if (c->nargs == 0)
         return 0;
-    return in_list(c->name, pubsub);
+    return (c->name_class & CL_PUBSUB) != 0;
 }
 
 static int small_uint(const dds_redis_arg *a, int maxdigits)
@@ -350,19 +330,89 @@ static const char *const keep_all[] = {
     NULL,
 };
 
+/* ---- what a command's name says, looked up once per command ----------- */
+
+/* Every name of the tables above, in one open-addressing hash table built
+ * once: the parser classifies a command with one lookup instead of scanning
+ * four lists (this runs per command). */
+#define NT_SLOTS 512 /* a power of two, over twice the names */
+
+typedef struct name_ent {
+    const char *name; /* NULL: empty slot */
+    unsigned char len;
+    unsigned char cls;
+    signed char rule;
+} name_ent;
+
+static name_ent ntab[NT_SLOTS];
+static pthread_once_t ntab_once = PTHREAD_ONCE_INIT;
+
+static unsigned name_hash(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return (h ^ (h >> 15)) & (NT_SLOTS - 1);
+}
+
+static name_ent *ntab_slot(const char *name, size_t n)
+{
+    for (unsigned i = name_hash(name, n);; i = (i + 1) & (NT_SLOTS - 1)) {
+        name_ent *e = &ntab[i];
+        if (e->name == NULL || (e->len == n && memcmp(e->name, name, n) == 0))
+            return e;
+    }
+}
+
+static void ntab_add(const char *name, int cls, int rule_index)
+{
+    size_t n = strlen(name);
+    name_ent *e = ntab_slot(name, n);
+    if (e->name == NULL)
+        *e = (name_ent){name, (unsigned char)n, 0, -1};
+    e->cls |= (unsigned char)cls;
+    if (rule_index >= 0)
+        e->rule = (signed char)rule_index;
+}
+
+static void ntab_build(void)
+{
+    for (size_t i = 0; i < sizeof rules / sizeof *rules; i++)
+        ntab_add(rules[i].name, 0, (int)i);
+    for (int i = 0; two_word[i]; i++)
+        ntab_add(two_word[i], CL_TWO_WORD, -1);
+    for (int i = 0; pubsub[i]; i++)
+        ntab_add(pubsub[i], CL_PUBSUB, -1);
+    for (int i = 0; keep_all[i]; i++)
+        ntab_add(keep_all[i], CL_KEEP_ALL, -1);
+}
+
+/* The parser's last step: the upper-cased name and what the tables say of it. */
+static void set_name(dds_redis_cmd *out)
+{
+    out->name_class = 0;
+    out->name_rule = -1;
+    if (out->nargs <= 0) {
+        out->name[0] = '\0';
+        return;
+    }
+    size_t n = upper_name(&out->arg[0], out->name);
+    pthread_once(&ntab_once, ntab_build);
+    const name_ent *e = ntab_slot(out->name, n);
+    if (e->name != NULL) {
+        out->name_class = e->cls;
+        out->name_rule = e->rule;
+    }
+}
+
 enum { A_KEEP = 0, A_HIDE = 1, A_REST = 2 }; /* A_REST: one "?" for this and all later args */
 
-static void plan(const char *name, const dds_redis_cmd *c, unsigned char *act)
+static void plan(const dds_redis_cmd *c, unsigned char *act)
 {
     int n = c->nargs;
-    const rule *r = NULL;
-    for (size_t i = 0; i < sizeof rules / sizeof *rules; i++)
-        if (same_name(name, rules[i].name)) {
-            r = &rules[i];
-            break;
-        }
+    const rule *r = c->name_rule >= 0 ? &rules[c->name_rule] : NULL;
     if (r == NULL) {
-        if (n > 2 && !in_list(name, keep_all))
+        if (n > 2 && !(c->name_class & CL_KEEP_ALL))
             act[2] = A_REST;
         return;
     }
@@ -490,7 +540,7 @@ size_t dds_redis_raw_command(const dds_redis_cmd *c, char *buf, size_t cap)
         return 0;
     outbuf o = {buf, 0, 0};
     memset(act, A_KEEP, (size_t)c->nargs);
-    plan(c->name, c, act);
+    plan(c, act);
     token(&o, c->arg[0].p, c->arg[0].len);
     int rest = 0;
     for (int i = 1; i < c->nargs && !o.full; i++) {

@@ -42,6 +42,8 @@ typedef struct dds_redis_cmd {
     int truncated;   /* the buffer ended inside the command: the last arg may be partial */
     char name[33];   /* arg[0] upper-cased (at most 32 bytes, anything but
                       * printable ASCII as '_'), worked out once by the parser */
+    unsigned char name_class; /* what core/redis.c's tables say of name (private) */
+    signed char name_rule;    /* its obfuscation rule, -1 for none (private) */
     dds_redis_arg arg[DDS_REDIS_MAX_ARGS];
 } dds_redis_cmd;
 
