@@ -25,7 +25,8 @@ typedef struct span_box {
     dds_meta meta[SPAN_META_INLINE];
     dds_metric metrics[SPAN_METRICS_INLINE];
     size_t used;
-    uint64_t keys; /* bit key_bit(k) set for every meta key k: most lookups stop here */
+    uint64_t keys;  /* bit key_bit(k) set for every meta key k: most lookups stop here */
+    uint64_t mkeys; /* the same for the metrics' keys */
     char arena[SPAN_ARENA];
 } span_box;
 
@@ -254,6 +255,7 @@ dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent
                     .capmetrics = SPAN_METRICS_INLINE};
     box->used = 0;
     box->keys = 0;
+    box->mkeys = 0;
     dds_trace *t = NULL;
     if (parent != NULL) {
         t = parent->trace;
@@ -396,24 +398,28 @@ const char *dds_span_get_meta(const dds_span *s, const char *key)
     return m ? m->val : NULL;
 }
 
-void dds_span_set_metric(dds_span *s, const char *key, double val)
+void dds_span_put_metric(dds_span *s, const char *key, uint64_t bit, double val)
 {
     if (s == NULL || key == NULL)
         return;
-    for (int i = 0; i < s->nmetrics; i++) {
-        const char *k = s->metrics[i].key;
-        if (k == key || (k[0] == key[0] && strcmp(k, key) == 0)) {
-            s->metrics[i].val = val;
-            return;
+    span_box *b = box_of(s);
+    if (b->mkeys & bit) {
+        for (int i = 0; i < s->nmetrics; i++) {
+            const char *k = s->metrics[i].key;
+            if (k == key || (k[0] == key[0] && strcmp(k, key) == 0)) {
+                s->metrics[i].val = val;
+                return;
+            }
         }
     }
     if (s->nmetrics == s->capmetrics) {
-        dds_metric *nm = grow(s->metrics, box_of(s)->metrics, &s->capmetrics, sizeof *nm);
+        dds_metric *nm = grow(s->metrics, b->metrics, &s->capmetrics, sizeof *nm);
         if (nm == NULL)
             return;
         s->metrics = nm;
     }
     s->metrics[s->nmetrics++] = (dds_metric){.key = key, .val = val};
+    b->mkeys |= bit;
 }
 
 int dds_span_get_metric(const dds_span *s, const char *key, double *val)

@@ -139,7 +139,13 @@ dds_span_set_meta(dds_span *s, const char *key, const char *val)
 }
 void dds_span_set_meta_dyn(dds_span *s, const char *key, const char *val);
 const char *dds_span_get_meta(const dds_span *s, const char *key);
-void dds_span_set_metric(dds_span *s, const char *key, double val);
+void dds_span_put_metric(dds_span *s, const char *key, uint64_t key_bit, double val);
+static inline __attribute__((always_inline)) void
+dds_span_set_metric(dds_span *s, const char *key, double val)
+{
+    if (key)
+        dds_span_put_metric(s, key, dds_key_bit(key), val);
+}
 int dds_span_get_metric(const dds_span *s, const char *key, double *val);
 void dds_span_set_resource(dds_span *s, const char *res);
 void dds_span_set_resource_n(dds_span *s, const char *res, size_t len);
