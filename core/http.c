@@ -355,11 +355,13 @@ static uint32_t ld4(const void *p)
     return v;
 }
 
-/* The n bytes at a, all tchars (a header name the scanner accepted), equal
- * the first n bytes of the lowercase literal lit, ignoring case. For a tchar
- * b, b | 0x20 is its lowercase letter, and no tchar other than a letter
- * itself maps onto a lowercase letter, a digit or '-' (the only bytes the
- * literals hold), so one OR per byte, eight bytes at a time, is exact. */
+/* The n bytes at a, all tchars (a header name the scanner accepted) or all
+ * field-value bytes, equal the first n bytes of the lowercase literal lit,
+ * ignoring case. For such a byte b, b | 0x20 is its lowercase letter, and no
+ * tchar or value byte other than a letter itself maps onto a lowercase
+ * letter, a digit or '-' (the only bytes the literals hold; of the bytes
+ * that would, 0x0d and 0x10-0x19 are controls), so one OR per byte, eight
+ * bytes at a time, is exact. */
 static int name_is(const unsigned char *a, size_t n, const char *lit)
 {
     size_t i;
@@ -404,14 +406,26 @@ static void collect_header(collect *col, const unsigned char *name, size_t nlen,
             col->f.cl_seen = 1;
             col->f.cl = v;
         } else if (nlen == 10 && name_is(name, 10, "connection")) {
-            each_token(val, vlen, &col->f, conn_token);
+            /* name_is is exact on field-value bytes too (no control but
+             * HTAB, which maps onto ')'): the one-token values first. */
+            if (vlen == 10 && name_is((const unsigned char *)val, 10, "keep-alive"))
+                col->f.conn_keepalive = 1;
+            else if (vlen == 5 && name_is((const unsigned char *)val, 5, "close"))
+                col->f.conn_close = 1;
+            else
+                each_token(val, vlen, &col->f, conn_token);
         }
         break;
     case 't':
         if (nlen == 17 && name_is(name, 17, "transfer-encoding")) {
             col->f.te_seen = 1;
             col->f.te_last_chunked = 0; /* an empty value ends in nothing */
-            each_token(val, vlen, &col->f, te_token);
+            if (vlen == 7 && name_is((const unsigned char *)val, 7, "chunked")) {
+                col->f.te_chunked_count++;
+                col->f.te_last_chunked = 1;
+            } else {
+                each_token(val, vlen, &col->f, te_token);
+            }
         } else if (nlen == 11 && name_is(name, 11, "traceparent")) {
             col->has_context = 1;
             goto ctx;
@@ -468,7 +482,7 @@ ctx:
 
 /* Bytes from p that may be inside a field value or reason phrase (is_text):
  * how many, at most n. Sixteen at a time where SSE2 is there. */
-static size_t text_run(const unsigned char *p, size_t n)
+static inline __attribute__((always_inline)) size_t text_run(const unsigned char *p, size_t n)
 {
     size_t k = 0;
 #ifdef __SSE2__
@@ -500,10 +514,63 @@ static size_t text_run(const unsigned char *p, size_t n)
 #endif
 }
 
-static size_t tchar_run(const unsigned char *p, size_t n)
+/* Bytes from p that are tchars (a header name, a method): how many, at most
+ * n. Letters, digits and '-', which make up nearly every name, sixteen at a
+ * time where SSE2 is there; any other byte is looked up in the table, and a
+ * tchar among them (_ . ! ...) does not end the run. */
+static inline __attribute__((always_inline)) size_t tchar_run(const unsigned char *p, size_t n)
 {
     size_t k = 0;
+#ifdef __SSE2__
+    /* (v | 0x20) - 'a' < 26 and v - '0' < 10 as signed compares: bias by 0x80. */
+    const __m128i c20 = _mm_set1_epi8(0x20), ba = _mm_set1_epi8((char)(0x80 - 'a')),
+                  la = _mm_set1_epi8((char)(0x80 + 26 - 256)), b0 = _mm_set1_epi8((char)(0x80 - '0')),
+                  l0 = _mm_set1_epi8((char)(0x80 + 10 - 256)), dash = _mm_set1_epi8('-');
+    for (;;) {
+        while (k + 16 <= n) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + k));
+            __m128i letter = _mm_cmplt_epi8(_mm_add_epi8(_mm_or_si128(v, c20), ba), la);
+            __m128i digit = _mm_cmplt_epi8(_mm_add_epi8(v, b0), l0);
+            __m128i ok = _mm_or_si128(_mm_or_si128(letter, digit), _mm_cmpeq_epi8(v, dash));
+            unsigned mask = ~(unsigned)_mm_movemask_epi8(ok) & 0xffffu;
+            if (mask) {
+                k += (size_t)__builtin_ctz(mask);
+                goto other;
+            }
+            k += 16;
+        }
+        while (k < n && (byte_class[p[k]] & BC_TCHAR))
+            k++;
+        return k;
+    other:
+        if (!(byte_class[p[k]] & BC_TCHAR))
+            return k;
+        k++;
+    }
+#else
     while (k < n && (byte_class[p[k]] & BC_TCHAR))
+        k++;
+    return k;
+#endif
+}
+
+/* Bytes from p that may be in a request target (VCHAR and obs-text: above
+ * SP, not DEL): how many, at most n. */
+static size_t target_run(const unsigned char *p, size_t n)
+{
+    size_t k = 0;
+#ifdef __SSE2__
+    const __m128i c20 = _mm_set1_epi8(0x20), del = _mm_set1_epi8(0x7f);
+    while (k + 16 <= n) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + k));
+        __m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(v, c20), v); /* v <= 0x20 */
+        int mask = _mm_movemask_epi8(_mm_or_si128(ctl, _mm_cmpeq_epi8(v, del)));
+        if (mask)
+            return k + (size_t)__builtin_ctz((unsigned)mask);
+        k += 16;
+    }
+#endif
+    while (k < n && p[k] > 0x20 && p[k] != 0x7f)
         k++;
     return k;
 }
@@ -515,6 +582,9 @@ enum { LN_OK, LN_PART, LN_BAD };
 static int version_at(const unsigned char *p, size_t n)
 {
     size_t j;
+    if (n >= 8 && (ld8(p) & 0x00ffffffffffffffULL) == (ld8("HTTP/1.0") & 0x00ffffffffffffffULL) &&
+        (p[7] == '0' || p[7] == '1'))
+        return LN_OK;
     for (j = 0; j < 8; j++) {
         if (j == n)
             return LN_PART;
@@ -539,8 +609,7 @@ static int first_line(const unsigned char *p, size_t n, int is_response, size_t 
         if (p[k] != ' ' || k == 0)
             return LN_BAD;
         t = ++k;
-        while (k < n && p[k] > 0x20 && p[k] != 0x7f)
-            k++;
+        k += target_run(p + k, n - k);
         if (k == n)
             return LN_PART;
         if (p[k] != ' ' || k == t)
@@ -630,7 +699,13 @@ static size_t scan_lines(dds_http_hscan *h, const unsigned char *p, size_t n, in
             r = SC_BAD;
             break;
         }
+        /* Leading OWS, which the value is trimmed of, is text: skipping it
+         * first changes nothing about where the line ends. */
         v = nl + 1;
+        if (v < left && l[v] == ' ')
+            v++; /* the usual single SP */
+        while (v < left && is_ows((char)l[v]))
+            v++;
         ve = v + text_run(l + v, left - v);
         if (ve == left)
             break;
@@ -646,8 +721,6 @@ static size_t scan_lines(dds_http_hscan *h, const unsigned char *p, size_t n, in
         }
         if (col) {
             k = ve;
-            while (v < k && is_ows((char)l[v]))
-                v++;
             while (k > v && is_ows((char)l[k - 1]))
                 k--;
             collect_header(col, l, nl, (const char *)l + v, k - v);

@@ -305,17 +305,48 @@ static size_t abs_scheme_len(const char *t, size_t n)
     return 0;
 }
 
+/* Byte classes for hosts and paths (ASCII; no locale). */
+enum {
+    U_DIGIT = 1, U_HEX = 2,      /* 0-9; a-f A-F */
+    U_SPECIAL = 4,               /* % & ' ( ) * + , : = @: a path segment with one is a value */
+    U_CTL = 8,                   /* controls, SP, DEL: never copied from a host */
+    U_AT = 16                    /* '@': the end of userinfo */
+};
+static const unsigned char ucls[256] = {
+    [0x00 ... 0x20] = U_CTL, [0x7f] = U_CTL,
+    ['0' ... '9'] = U_DIGIT, ['a' ... 'f'] = U_HEX, ['A' ... 'F'] = U_HEX,
+    ['%'] = U_SPECIAL, ['&'] = U_SPECIAL, ['\''] = U_SPECIAL, ['('] = U_SPECIAL,
+    [')'] = U_SPECIAL, ['*'] = U_SPECIAL, ['+'] = U_SPECIAL, [','] = U_SPECIAL,
+    [':'] = U_SPECIAL, ['='] = U_SPECIAL, ['@'] = U_SPECIAL | U_AT,
+};
+
 /* Host text without userinfo (everything up to the last '@') and without
- * whitespace or control characters. */
+ * whitespace or control characters. One pass finds both; a host with no
+ * such character after its userinfo (nearly all) is copied whole. */
 static void put_host(sb *b, const char *h, size_t n)
 {
-    size_t i, s = n, e;
-    while (s > 0 && h[s - 1] != '@') /* after the last '@' */
-        s--;
+    const unsigned char *u = (const unsigned char *)h;
+    size_t i, s = 0, e;
+    int ctl = 0; /* a control, SP or DEL after the last '@' */
+    for (i = 0; i < n; i++) {
+        unsigned c = ucls[u[i]];
+        if (c & (U_AT | U_CTL)) {
+            if (c & U_AT) {
+                s = i + 1;
+                ctl = 0;
+            } else {
+                ctl = 1;
+            }
+        }
+    }
+    if (!ctl) {
+        sb_put(b, h + s, n - s);
+        return;
+    }
     /* the bytes other than controls, SP and DEL, a run at a time */
     for (i = s; i < n; i = e + 1) {
         e = i;
-        while (e < n && (unsigned char)h[e] > 0x20 && h[e] != 0x7f)
+        while (e < n && !(ucls[u[e]] & U_CTL))
             e++;
         sb_put(b, h + i, e - i);
     }
@@ -325,20 +356,19 @@ static void put_host(sb *b, const char *h, size_t n)
  * before any '#'). The fragment is dropped. */
 static void split_pq(const char *t, size_t n, size_t *plen, const char **q, size_t *qlen, int *has_q)
 {
-    size_t i = 0, j;
-    while (i < n && t[i] != '?' && t[i] != '#')
-        i++;
-    *plen = i;
-    *has_q = 0;
-    *q = NULL;
-    *qlen = 0;
-    if (i < n && t[i] == '?') {
-        j = i + 1;
-        while (j < n && t[j] != '#')
-            j++;
+    const char *hash = n ? memchr(t, '#', n) : NULL;
+    size_t hn = hash ? (size_t)(hash - t) : n;
+    const char *qm = hn ? memchr(t, '?', hn) : NULL;
+    if (qm) {
+        *plen = (size_t)(qm - t);
         *has_q = 1;
-        *q = t + i + 1;
-        *qlen = j - i - 1;
+        *q = qm + 1;
+        *qlen = hn - *plen - 1;
+    } else {
+        *plen = hn;
+        *has_q = 0;
+        *q = NULL;
+        *qlen = 0;
     }
 }
 
@@ -430,22 +460,6 @@ size_t dds_url_build(char *out, size_t cap, const char *scheme, const char *host
 
 /* ---- resource names ---- */
 
-static int is_hex_alpha(char c)
-{
-    return (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-static int is_special(char c)
-{
-    switch (c) {
-    case '%': case '&': case '\'': case '(': case ')': case '*': case '+':
-    case ',': case ':': case '=': case '@':
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 /* Whether a path segment is a value rather than a name. The classes are those
  * of Datadog's endpoint inference; every one of them becomes "?". */
 static int id_like(const char *s, size_t n)
@@ -455,11 +469,12 @@ static int id_like(const char *s, size_t n)
         return 0;
     for (i = 0; i < n; i++) {
         char c = s[i];
-        if (is_special(c))
+        unsigned k = ucls[(unsigned char)c];
+        if (k & U_SPECIAL)
             return 1;
-        if (is_digit(c))
+        if (k & U_DIGIT)
             digits++;
-        else if (is_hex_alpha(c))
+        else if (k & U_HEX)
             hex++;
         else if (c == '.' || c == '_' || c == '-')
             delim++;
@@ -482,7 +497,8 @@ size_t dds_url_resource(char *out, size_t cap, const char *method,
 {
     sb b = { out, cap, 0 };
     const char *path = target;
-    size_t plen, qlen, sl, i, seg;
+    const unsigned char *u;
+    size_t plen, qlen, sl, i, seg, run;
     const char *q;
     int has_q;
 
@@ -507,16 +523,24 @@ size_t dds_url_resource(char *out, size_t cap, const char *method,
         sb_put(&b, "/", 1);
         return sb_end(&b);
     }
-    for (i = 0, seg = 0; i <= plen; i++) {
-        if (i == plen || path[i] == '/') {
-            if (id_like(path + seg, i - seg))
-                sb_put(&b, "?", 1);
-            else
-                sb_put(&b, path + seg, i - seg);
-            if (i < plen)
-                sb_put(&b, "/", 1);
-            seg = i + 1;
+    /* Segments between '/'s. Those kept are copied in runs with the slashes
+     * between them (pieces put one after another truncate where their
+     * concatenation would); a segment with no digit and no special character
+     * is never id-like, so only the others are looked at closely. */
+    u = (const unsigned char *)path;
+    for (i = 0, run = 0;; i++) {
+        unsigned acc = 0;
+        seg = i;
+        while (i < plen && u[i] != '/')
+            acc |= ucls[u[i++]];
+        if ((acc & (U_DIGIT | U_SPECIAL)) && id_like(path + seg, i - seg)) {
+            sb_put(&b, path + run, seg - run);
+            sb_put(&b, "?", 1);
+            run = i;
         }
+        if (i == plen)
+            break;
     }
+    sb_put(&b, path + run, plen - run);
     return sb_end(&b);
 }
