@@ -332,13 +332,19 @@ static void (*const in_cb[3])(void *, int, const dds_http_msg *) = {NULL, client
 
 /* ---- bytes ------------------------------------------------------------- */
 
+/* Bytes [skip, skip + len) of the iovecs, to the stream. */
 static void feed_iov(dds_conn *c, dds_http_stream *st, dds_http_cb cb, const struct iovec *iov, int n,
-                     size_t len)
+                     size_t skip, size_t len)
 {
     for (int i = 0; i < n && len > 0 && !c->dead; i++) {
-        size_t take = iov[i].iov_len < len ? iov[i].iov_len : len;
-        if (take)
-            dds_http_stream_feed(st, iov[i].iov_base, take, cb, c);
+        size_t have = iov[i].iov_len, take;
+        if (skip >= have) {
+            skip -= have;
+            continue;
+        }
+        take = have - skip < len ? have - skip : len;
+        dds_http_stream_feed(st, (const char *)iov[i].iov_base + skip, take, cb, c);
+        skip = 0;
         len -= take;
         if (dds_http_stream_dead(st) && !c->dead)
             go_dead(c);
@@ -353,8 +359,30 @@ static size_t iov_total(const struct iovec *iov, int n)
     return t;
 }
 
+/* The application's bytes the kernel took, to the request (client) or
+ * response (server) stream. A request head send_plan scanned in this same
+ * call, all of it sent, is not scanned again: the stream takes what the scan
+ * found (client_out_cb needs only the method, as the span is prepared). */
+static void feed_sent(dds_conn *c, const struct iovec *app, int napp, size_t r)
+{
+    size_t skip = 0;
+    dds_http_cb cb = out_cb[c->role];
+    if (c->planned_head_ok) {
+        c->planned_head_ok = 0;
+        if (c->prepared && r >= c->planned_head.head_len &&
+            dds_http_stream_take_scanned(&c->out, &c->planned_head, cb, c)) {
+            skip = c->planned_head.head_len;
+            if (dds_http_stream_dead(&c->out) && !c->dead)
+                go_dead(c);
+        }
+    }
+    if (r > skip)
+        feed_iov(c, &c->out, cb, app, napp, skip, r - skip);
+}
+
 int dds_conn_send_plan(dds_conn *c, const struct iovec *app, int napp, struct iovec *out, int outcap)
 {
+    c->planned_head_ok = 0;
     if (c->inj.active) /* even when dead: see go_dead */
         return dds_inject_plan(&c->inj, app, napp, out, outcap);
     if (c->dead || c->role != DDS_CONN_CLIENT)
@@ -387,6 +415,9 @@ int dds_conn_send_plan(dds_conn *c, const struct iovec *app, int napp, struct io
         dds_span *s = client_span_new(c, NULL);
         if (s != NULL) {
             c->prepared = s;
+            c->planned_head = sc;
+            c->planned_head.target = c->planned_head.host = NULL; /* may be in `gathered` */
+            c->planned_head_ok = 1;
             client_tags(c, s, sc.method, sc.target, sc.target_len, sc.host, sc.host_len);
             if (sc.head_len <= DDS_INJECT_MAX_HEAD && !sc.ambiguous_framing && dds_cfg->inject.n > 0) {
                 dds_trace *t = s->trace;
@@ -420,7 +451,7 @@ ssize_t dds_conn_send_done(dds_conn *c, const struct iovec *app, int napp, int p
             return -2;
     }
     if (r > 0 && !c->dead)
-        feed_iov(c, &c->out, out_cb[c->role], app, napp, (size_t)r);
+        feed_sent(c, app, napp, (size_t)r);
     return r;
 }
 
@@ -484,7 +515,7 @@ void dds_conn_received(dds_conn *c, const struct iovec *iov, int n, size_t len)
         c->req_start_wall = dds_now_wall_ns();
         c->req_start_mono = dds_now_mono_ns();
     }
-    feed_iov(c, &c->in, in_cb[c->role], iov, n, len);
+    feed_iov(c, &c->in, in_cb[c->role], iov, n, 0, len);
 }
 
 static void fail_inflight(dds_conn *c, const char *msg)

@@ -57,6 +57,8 @@ typedef struct dds_conn {
     dds_http_stream in;          /* what it receives */
     dds_inject_state inj;
     dds_span *prepared;          /* client: span created before its head was fully sent */
+    dds_http_scan planned_head;  /* client: the head send_plan scanned (target, host cleared)... */
+    int planned_head_ok;         /* ...for the send_done of the same call only */
     dds_conn_req q[DDS_CONN_MAX_INFLIGHT]; /* requests waiting for their response, oldest first */
     int nq;
     int64_t req_start_mono, req_start_wall; /* server: when the current request's first byte came */

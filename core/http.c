@@ -1346,6 +1346,9 @@ int dds_http_scan_request(const char *buf, size_t len, dds_http_scan *out)
         out->chunked = m.chunked;
         out->ambiguous_framing = m.ambiguous_framing;
         out->version_minor = m.version_minor;
+        out->conn_close = m.conn_close;
+        out->expect_continue = m.expect_continue;
+        out->upgrade = m.upgrade;
         return DDS_SCAN_COMPLETE;
     }
     if (len >= DDS_HTTP_MAX_HEAD)
@@ -1357,4 +1360,24 @@ int dds_http_scan_request(const char *buf, size_t len, dds_http_scan *out)
         out->method[ml] = '\0';
     }
     return DDS_SCAN_PARTIAL;
+}
+
+int dds_http_stream_take_scanned(dds_http_stream *s, const dds_http_scan *sc, dds_http_cb cb, void *ctx)
+{
+    dds_http_msg m;
+    if (!s || !sc || s->is_response || !dds_http_stream_at_boundary(s) || sc->head_len == 0)
+        return 0;
+    /* What feed_head would have found: the head starts with its method (no
+     * empty line to skip), so this is the message on_head would be given. */
+    msg_init(&m, 0, sc->head_len);
+    memcpy(m.method, sc->method, sizeof m.method);
+    m.version_minor = sc->version_minor;
+    m.content_length = sc->content_length;
+    m.chunked = sc->chunked;
+    m.conn_close = sc->conn_close;
+    m.expect_continue = sc->expect_continue;
+    m.upgrade = sc->upgrade;
+    m.ambiguous_framing = sc->ambiguous_framing;
+    on_head(s, &m, sc->head_len, cb, ctx);
+    return 1;
 }

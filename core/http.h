@@ -183,6 +183,7 @@ typedef struct dds_http_scan {
     int chunked;
     int ambiguous_framing;
     int version_minor;
+    int conn_close, expect_continue, upgrade; /* as in dds_http_msg */
 } dds_http_scan;
 
 /*
@@ -194,5 +195,19 @@ typedef struct dds_http_scan {
  * bytes. Fields other than method are filled only for COMPLETE.
  */
 int dds_http_scan_request(const char *buf, size_t len, dds_http_scan *out);
+
+/*
+ * The client write path scans a request head before it is written, then
+ * feeds the stream what was written: this spares the stream scanning the
+ * same head again. sc: what dds_http_scan_request said COMPLETE for the
+ * bytes that are about to be fed from their start, all head_len of them at
+ * least. If s is a request stream between messages (dds_http_stream_at_boundary),
+ * it takes the head as if those bytes had been fed, with the same events and
+ * state, except that EV_HEAD carries only the scalar fields (method, version,
+ * framing; no target, no headers, no Host), and returns 1: the caller then
+ * feeds what follows the head. Otherwise it does nothing and returns 0: feed
+ * the bytes.
+ */
+int dds_http_stream_take_scanned(dds_http_stream *s, const dds_http_scan *sc, dds_http_cb cb, void *ctx);
 
 #endif

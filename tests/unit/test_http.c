@@ -745,6 +745,81 @@ static void test_null_cb_and_reuse(void **state)
     assert_true(dds_http_stream_dead(&s));
 }
 
+/* ---- dds_http_stream_take_scanned ---- */
+
+static void scalar_cb(void *ctx, int ev, const dds_http_msg *m)
+{
+    rec *r = ctx;
+    if (ev == DDS_HTTP_EV_INVALID) {
+        addf(r, "I\n");
+        return;
+    }
+    addf(r, "%d %s 1.%d cl=%lld ch=%d cc=%d ec=%d up=%d amb=%d hl=%zu body=%llu\n", ev, m->method,
+         m->version_minor, (long long)m->content_length, m->chunked, m->conn_close, m->expect_continue,
+         m->upgrade, m->ambiguous_framing, m->head_len, (unsigned long long)m->body_len);
+}
+
+/* A head the one-shot scan found complete, taken by the stream without a
+ * second scan: the same events and state as feeding its bytes. */
+static void test_take_scanned(void **state)
+{
+    (void)state;
+    static const char *const in[] = {
+        "GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+        "POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloPUT /q HTTP/1.0\r\n\r\n",
+        "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+        "3\r\nabc\r\n0\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        "HEAD / HTTP/1.1\r\nConnection: close\r\n\r\nnot http",
+    };
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+        size_t len = strlen(in[i]);
+        dds_http_scan sc;
+        rec a, b;
+        dds_http_stream s;
+        memset(&a, 0, sizeof a);
+        memset(&b, 0, sizeof b);
+        assert_int_equal(dds_http_scan_request(in[i], len, &sc), DDS_SCAN_COMPLETE);
+
+        dds_http_stream_init(&s, 0);
+        a.s = &s;
+        dds_http_stream_feed(&s, in[i], len, scalar_cb, &a);
+        addf(&a, "B%d R%d\n", dds_http_stream_at_boundary(&s), dds_http_stream_dead_reason(&s));
+        dds_http_stream_free(&s);
+
+        dds_http_stream_init(&s, 0);
+        b.s = &s;
+        assert_int_equal(dds_http_stream_take_scanned(&s, &sc, scalar_cb, &b), 1);
+        dds_http_stream_feed(&s, in[i] + sc.head_len, len - sc.head_len, scalar_cb, &b);
+        addf(&b, "B%d R%d\n", dds_http_stream_at_boundary(&s), dds_http_stream_dead_reason(&s));
+        dds_http_stream_free(&s);
+
+        a.log[a.n] = b.log[b.n] = '\0';
+        assert_string_equal(a.log, b.log);
+    }
+
+    /* Not at a boundary, or not a request stream: refused, nothing changes. */
+    {
+        dds_http_scan sc;
+        dds_http_stream s;
+        rec r;
+        memset(&r, 0, sizeof r);
+        assert_int_equal(dds_http_scan_request(in[0], strlen(in[0]), &sc), DDS_SCAN_COMPLETE);
+        dds_http_stream_init(&s, 0);
+        dds_http_stream_feed(&s, "GE", 2, scalar_cb, &r);
+        assert_int_equal(dds_http_stream_take_scanned(&s, &sc, scalar_cb, &r), 0);
+        dds_http_stream_feed(&s, in[0] + 2, strlen(in[0]) - 2, scalar_cb, &r);
+        assert_int_equal(r.n > 0, 1);
+        dds_http_stream_free(&s);
+        dds_http_stream_init(&s, 1);
+        assert_int_equal(dds_http_stream_take_scanned(&s, &sc, scalar_cb, &r), 0);
+        assert_true(dds_http_stream_at_boundary(&s));
+        dds_http_stream_free(&s);
+    }
+}
+
 /* ---- dds_http_scan_request ---- */
 
 static void test_scan_complete(void **state)
@@ -883,6 +958,7 @@ int main(void)
         cmocka_unit_test(test_header_lookup),
         cmocka_unit_test(test_head_fields),
         cmocka_unit_test(test_null_cb_and_reuse),
+        cmocka_unit_test(test_take_scanned),
         cmocka_unit_test(test_scan_complete),
         cmocka_unit_test(test_scan_context),
         cmocka_unit_test(test_scan_partial_and_not),
