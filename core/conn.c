@@ -21,8 +21,8 @@ static const char *const TYPE_HTTP = "http";
 static const char *const TYPE_WEB = "web";
 
 /* Event-loop detection for server spans (see server_head). */
-static __thread int tl_eventloop;
-static __thread dds_conn *tl_active_conn;
+static __thread int tl_eventloop __attribute__((tls_model("initial-exec")));
+static __thread dds_conn *tl_active_conn __attribute__((tls_model("initial-exec")));
 
 /* Recycled states (see conn.h: their memory is never freed). */
 static pthread_mutex_t free_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -61,6 +61,7 @@ dds_conn *dds_conn_new(int role, const char *peer_ip, int peer_port, pid_t pid)
     c->role = role;
     c->pid = pid;
     snprintf(c->peer_ip, sizeof c->peer_ip, "%s", peer_ip ? peer_ip : "");
+    c->peer_ip_len = strlen(c->peer_ip);
     c->peer_port = peer_port;
     c->fork_epoch = __atomic_load_n(&dds_conn_fork_epoch, __ATOMIC_RELAXED);
     /* Client: we send requests and read responses; server: the reverse. */
@@ -74,15 +75,17 @@ static void set_status(dds_span *s, int status)
 {
     /* 100..999 from the parser; anything else would still be printed right */
     char buf[12];
+    int n;
     if (status >= 100 && status <= 999) {
         buf[0] = (char)('0' + status / 100);
         buf[1] = (char)('0' + status / 10 % 10);
         buf[2] = (char)('0' + status % 10);
         buf[3] = '\0';
+        n = 3;
     } else {
-        snprintf(buf, sizeof buf, "%d", status);
+        n = snprintf(buf, sizeof buf, "%d", status);
     }
-    dds_span_set_meta(s, "http.status_code", buf);
+    dds_span_set_meta_n(s, "http.status_code", buf, (size_t)n);
     if (status >= 500) {
         s->error = 1;
         if (s->name == NAME_CLIENT) {
@@ -91,6 +94,12 @@ static void set_status(dds_span *s, int status)
             dds_span_set_meta(s, "error.message", msg);
         }
     }
+}
+
+/* strcmp == 0, without the call for the methods that differ at once. */
+static int is_method(const char *m, const char *lit)
+{
+    return m[0] == lit[0] && strcmp(m, lit) == 0;
 }
 
 static void q_push(dds_conn *c, dds_span *s, int is_head, int is_connect)
@@ -133,19 +142,23 @@ static void request_tags(dds_conn *c, dds_span *s, const char *method, const cha
                          const char *host, size_t hlen)
 {
     char buf[2048];
+    size_t n;
+    /* Lengths passed along where known: what the url functions return is
+     * the length of what they wrote (no NUL inside: the head's bytes never
+     * hold one). */
     dds_span_set_meta(s, "http.method", method);
-    dds_url_build(buf, sizeof buf, "http", host, hlen, c->peer_ip, c->peer_port, target, tlen);
-    dds_span_set_meta(s, "http.url", buf);
-    dds_url_resource(buf, sizeof buf, method, target, tlen);
-    dds_span_set_resource(s, buf);
-    dds_span_set_meta(s, "component", "http");
+    n = dds_url_build(buf, sizeof buf, "http", host, hlen, c->peer_ip, c->peer_port, target, tlen);
+    dds_span_set_meta_n(s, "http.url", buf, n);
+    n = dds_url_resource(buf, sizeof buf, method, target, tlen);
+    dds_span_set_resource_n(s, buf, n);
+    dds_span_set_meta_n(s, "component", "http", 4);
 }
 
 static void client_tags(dds_conn *c, dds_span *s, const char *method, const char *target, size_t tlen,
                         const char *host, size_t hlen)
 {
     request_tags(c, s, method, target, tlen, host, hlen);
-    dds_span_set_meta(s, "span.kind", "client");
+    dds_span_set_meta_n(s, "span.kind", "client", 6);
     /* out.host: the name the application asked for (Host without the port),
      * else the peer address. */
     if (host && hlen) {
@@ -160,9 +173,9 @@ static void client_tags(dds_conn *c, dds_span *s, const char *method, const char
         }
         dds_span_set_meta_n(s, "out.host", host, n);
     } else {
-        dds_span_set_meta(s, "out.host", c->peer_ip);
+        dds_span_set_meta_n(s, "out.host", c->peer_ip, c->peer_ip_len);
     }
-    dds_span_set_meta(s, "network.destination.ip", c->peer_ip);
+    dds_span_set_meta_n(s, "network.destination.ip", c->peer_ip, c->peer_ip_len);
     dds_span_set_metric(s, "network.destination.port", c->peer_port);
 }
 
@@ -214,7 +227,7 @@ static void client_out_cb(void *arg, int ev, const dds_http_msg *m)
             return;
         client_tags(c, s, m->method, m->target, m->target_len, m->host, m->host_len);
     }
-    q_push(c, s, strcmp(m->method, "HEAD") == 0, strcmp(m->method, "CONNECT") == 0);
+    q_push(c, s, is_method(m->method, "HEAD"), is_method(m->method, "CONNECT"));
 }
 
 static void client_in_cb(void *arg, int ev, const dds_http_msg *m)
@@ -272,12 +285,12 @@ static void server_in_cb(void *arg, int ev, const dds_http_msg *m)
     if (s == NULL)
         return;
     request_tags(c, s, m->method, m->target, m->target_len, m->host, m->host_len);
-    dds_span_set_meta(s, "span.kind", "server");
+    dds_span_set_meta_n(s, "span.kind", "server", 6);
     if (m->user_agent) {
         size_t ul = m->user_agent_len;
         dds_span_set_meta_n(s, "http.useragent", m->user_agent, ul < 512 ? ul : 512);
     }
-    dds_span_set_meta(s, "network.client.ip", c->peer_ip);
+    dds_span_set_meta_n(s, "network.client.ip", c->peer_ip, c->peer_ip_len);
     dds_trace_decide(s->trace, s);
 
     /* Thread-per-request servers: the span is active on this thread, so what
@@ -294,7 +307,7 @@ static void server_in_cb(void *arg, int ev, const dds_http_msg *m)
             tl_active_conn = c;
         }
     }
-    q_push(c, s, strcmp(m->method, "HEAD") == 0, strcmp(m->method, "CONNECT") == 0);
+    q_push(c, s, is_method(m->method, "HEAD"), is_method(m->method, "CONNECT"));
 }
 
 

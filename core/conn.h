@@ -52,6 +52,7 @@ typedef struct dds_conn {
     pid_t pid;                   /* process that created the state */
     int dead;                    /* passive for good */
     char peer_ip[64];
+    size_t peer_ip_len;
     int peer_port;
     dds_http_stream out;         /* what the application sends */
     dds_http_stream in;          /* what it receives */
