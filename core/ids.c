@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 static unsigned dds_id_generation = 1;
-static __thread uint64_t rng_s[4];
-static __thread unsigned rng_gen;
+static __thread uint64_t rng_s[4] __attribute__((tls_model("initial-exec")));
+static __thread unsigned rng_gen __attribute__((tls_model("initial-exec")));
 
 static uint64_t splitmix64(uint64_t *x)
 {

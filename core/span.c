@@ -552,8 +552,8 @@ void dds_trace_free(dds_trace *t)
 /* Per-thread stack of active spans. Fixed size: deeper nesting simply stops
  * being tracked (spans then parent to the deepest one kept). Each entry holds
  * a reference on its trace; a pthread key releases them when a thread exits. */
-static __thread dds_span *active_stack[DDS_ACTIVE_MAX];
-static __thread int active_n;
+static __thread dds_span *active_stack[DDS_ACTIVE_MAX] __attribute__((tls_model("initial-exec")));
+static __thread int active_n __attribute__((tls_model("initial-exec")));
 static pthread_key_t active_key;
 static pthread_once_t active_once = PTHREAD_ONCE_INIT;
 

@@ -38,7 +38,7 @@ static dds_config config;
 static pthread_once_t ready_once = PTHREAD_ONCE_INIT;
 /* 0 not started, 1 running, 2 done; init_here marks the thread running it. */
 static int init_state;
-static __thread int init_here;
+static __thread int init_here __attribute__((tls_model("initial-exec")));
 
 static void lazy_init(void)
 {

@@ -8,7 +8,7 @@
 #include <dlfcn.h>
 #include <stddef.h>
 
-static __thread int resolving;
+static __thread int resolving __attribute__((tls_model("initial-exec")));
 
 DDS_NO_TSAN void *dds_real_sym_in(const char *name, const char *const *libs)
 {
