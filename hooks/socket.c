@@ -26,6 +26,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -811,6 +812,39 @@ static void duplicated(int old)
     dds_conn *c = fd_get(old);
     if (UNLIKELY(c != NULL) && c != DDS_IGNORED)
         dds_conn_wire_suspect(c);
+}
+
+DDS_EXPORT int dup(int old)
+{
+    DDS_REAL(dup);
+    duplicated(old);
+    return real_dup ? real_dup(old) : (int)syscall(SYS_dup, old);
+}
+
+/* stdio on a tracked socket writes through glibc's internal system call
+ * path, which no preloaded library sees: its bytes would reach the wire
+ * unseen. Compared before every message from now on, a connection that had
+ * such bytes stops being followed before a head is judged wrongly. */
+DDS_EXPORT FILE *fdopen(int fd, const char *mode)
+{
+    DDS_REAL(fdopen);
+    duplicated(fd);
+    if (real_fdopen == NULL) {
+        errno = ENOSYS;
+        return NULL;
+    }
+    return real_fdopen(fd, mode);
+}
+
+/* Not followed (several messages at once, in practice UDP): on a tracked
+ * socket its bytes are unseen ones, so the wire is compared before every
+ * message from now on (see fdopen). */
+DDS_EXPORT int sendmmsg(int fd, struct mmsghdr *msgs, unsigned int n, int flags)
+{
+    DDS_REAL(sendmmsg);
+    duplicated(fd);
+    return real_sendmmsg ? real_sendmmsg(fd, msgs, n, flags)
+                         : (int)syscall(SYS_sendmmsg, fd, msgs, n, flags);
 }
 
 DDS_EXPORT int dup2(int old, int newfd)

@@ -13,6 +13,9 @@
  *             the answer with fread()
  *   stdio-mixed  head with fprintf(), body with write(); the body is itself
  *             a request head, which must not get headers injected
+ *   stdio-late   like write for all but the last request, then the last
+ *             head with fprintf() on fdopen(fd) and its body (again a whole
+ *             request head) with write(): a switch to stdio mid-connection
  *   mmsg      the whole request with sendmmsg(), the answer with recvmmsg()
  * server: listens on 127.0.0.1 (port written to PORTFILE), serves NREQ
  * requests on one connection; the answer's head goes out with write() (or
@@ -107,7 +110,8 @@ static int client(const char *mode, int port, int nreq)
         perror("connect");
         return 3;
     }
-    int stdio = strncmp(mode, "stdio", 5) == 0;
+    int late = strcmp(mode, "stdio-late") == 0;
+    int stdio = strncmp(mode, "stdio", 5) == 0 && !late;
     FILE *f = stdio ? fdopen(fd, "r+") : NULL;
     if (stdio)
         setvbuf(f, NULL, _IOFBF, 1 << 16);
@@ -116,6 +120,11 @@ static int client(const char *mode, int port, int nreq)
         const char *b = body;
         size_t bl = BODY;
         char inner[256];
+        if (late && i == nreq - 1) {
+            f = fdopen(fd, "r+");
+            setvbuf(f, NULL, _IOFBF, 1 << 16);
+            mode = "stdio-mixed";
+        }
         if (strcmp(mode, "stdio-mixed") == 0) {
             /* A body that is itself a whole request head. */
             bl = (size_t)snprintf(inner, sizeof inner, "GET /inner/%d HTTP/1.1\r\nHost: inner\r\n\r\n", i);

@@ -228,6 +228,25 @@ def test_client_stdio_head_then_write_body_that_looks_like_a_request(agent, tmp,
     rel.input(4)
 
 
+def test_client_switch_to_stdio_mid_connection(agent, tmp, raw_server, rel):
+    # Three requests with write() (followed, headers injected), then the
+    # fourth head through stdio on fdopen(fd) (unseen) and its body, itself a
+    # whole request head, with write(). fdopen makes ddshim compare the wire
+    # before the next head it would judge, so it sees the unseen bytes and
+    # leaves the body alone (the wire check alone runs only every 16th head).
+    want, got, heads = passthru_client(agent, tmp, raw_server, "stdio-late")
+    reqs = raw_server.requests
+    for head, _ in reqs[:3]:
+        plain, inj = strip_injected(head)
+        check_block(inj, head)
+    last_head, last_body = reqs[3]
+    assert strip_injected(last_head)[1] == [], last_head
+    assert last_body == b"GET /inner/3 HTTP/1.1\r\nHost: inner\r\n\r\n", last_body
+    rebuilt = b"".join(strip_injected(h)[0] + b for h, b in reqs)
+    assert rebuilt == want
+    rel.input(4)
+
+
 def test_client_sendmmsg_recvmmsg_untouched(agent, tmp, raw_server, rel):
     want, got, heads = passthru_client(agent, tmp, raw_server, "mmsg")
     assert got == want
