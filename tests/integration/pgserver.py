@@ -47,6 +47,7 @@ class PgServer:
             "-c logging_collector=off",
             "-c max_connections=50", "-c shared_buffers=16MB",
         ], self.logfile)
+        self.bindir = self.cluster.bindir  # pgbench and friends live there too
         self.psql_untraced(["-d", "postgres", "-c", "CREATE DATABASE %s" % DBNAME])
 
     # ---- how clients reach it ---------------------------------------------------

@@ -6,9 +6,12 @@ import subprocess
 
 from conftest import LIB
 
-HOOK = re.compile(r"^(PQ\w+|redis\w+|__(read|recv|recvfrom)_chk|accept4?|connect|send(to|msg|file|file64)?|"
-                  r"recv(from|msg)?|write(v)?|read(v)?|close(_range|from)?|shutdown|dup[23]|_exit|_Exit|"
+HOOK = re.compile(r"^(PQ\w+|redis\w+|__(read|recv|recvfrom)_chk|accept4?|connect|"
+                  r"send(to|msg|mmsg|file|file64)?|"
+                  r"recv(from|msg)?|write(v)?|read(v)?|close(_range|from)?|shutdown|dup[23]?|_exit|_Exit|"
                   r"execv(e|p|pe)?|splice|"
+                  # a second way to write to a tracked socket: marked for the wire check
+                  r"fdopen|"
                   # hooks/signal.c: marks the program's own signal handlers while they run
                   r"sigaction|signal|bsd_signal|sysv_signal|siglongjmp|longjmp|__longjmp_chk)$")
 
