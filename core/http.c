@@ -575,6 +575,84 @@ static size_t target_run(const unsigned char *p, size_t n)
     return k;
 }
 
+#ifdef __SSE2__
+/* The bytes among the 16 at x that are neither controls (HTAB and CR among
+ * them) nor DEL nor above 0x7f, bit j for byte j: x + 1 > 0x20 as a signed
+ * compare, 0x7f-0xff wrapping below zero. */
+static inline __attribute__((always_inline)) unsigned plain_mask(__m128i x)
+{
+    return (unsigned)_mm_movemask_epi8(_mm_cmpgt_epi8(_mm_add_epi8(x, _mm_set1_epi8(1)), _mm_set1_epi8(0x20)));
+}
+
+/* The bytes among the 16 at x that are not letters, digits or '-'. */
+static inline __attribute__((always_inline)) unsigned nonname_mask(__m128i x)
+{
+    /* (x | 0x20) - 'a' < 26 and x - '0' < 10 as signed compares: bias by 0x80. */
+    __m128i letter = _mm_cmplt_epi8(_mm_add_epi8(_mm_or_si128(x, _mm_set1_epi8(0x20)),
+                                                 _mm_set1_epi8((char)(0x80 - 'a'))),
+                                    _mm_set1_epi8((char)(0x80 + 26 - 256)));
+    __m128i digit = _mm_cmplt_epi8(_mm_add_epi8(x, _mm_set1_epi8((char)(0x80 - '0'))),
+                                   _mm_set1_epi8((char)(0x80 + 10 - 256)));
+    __m128i ok = _mm_or_si128(_mm_or_si128(letter, digit), _mm_cmpeq_epi8(x, _mm_set1_epi8('-')));
+    return (unsigned)_mm_movemask_epi8(ok) ^ 0xffffu;
+}
+
+/* The usual header line at l, from 16-byte loads: a name of letters, digits
+ * and '-' up to ':' within the first 16 bytes, at most one SP, a value of
+ * 0x20-0x7e up to CRLF, all within left. The first load gives both where the
+ * name ends and, often, where the value does. Returns the name's length and
+ * sets *vs (the value after the SP) and *ve (its CR); 0 for any other line,
+ * which the byte-class scan then takes from its start, so the two never
+ * disagree. tail: the input has 16 bytes ending at l + left, so a load that
+ * would run past the end is taken from l + left - 16 and its mask shifted. */
+static inline __attribute__((always_inline)) size_t line_sse(const unsigned char *l, size_t left, int tail,
+                                                             size_t *vs, size_t *ve)
+{
+    size_t k = 0, sh = 0, nl, e, v;
+    unsigned nt, ct;
+    __m128i x;
+    if (left >= 16)
+        x = _mm_loadu_si128((const __m128i *)(const void *)l);
+    else if (tail) {
+        sh = 16 - left;
+        x = _mm_loadu_si128((const __m128i *)(const void *)(l + left - 16));
+    } else {
+        return 0;
+    }
+    nt = nonname_mask(x) >> sh;
+    ct = (plain_mask(x) ^ 0xffffu) >> sh;
+    if (nt == 0)
+        return 0;
+    nl = (size_t)__builtin_ctz(nt);
+    if (nl == 0 || l[nl] != ':')
+        return 0;
+    /* ct's first byte is after the colon: the name's bytes are not odd */
+    while (ct == 0) {
+        if (sh)
+            return 0;
+        k += 16;
+        if (k + 16 <= left) {
+            x = _mm_loadu_si128((const __m128i *)(const void *)(l + k));
+        } else if (tail && k < left) {
+            sh = k + 16 - left;
+            x = _mm_loadu_si128((const __m128i *)(const void *)(l + left - 16));
+        } else {
+            return 0;
+        }
+        ct = (plain_mask(x) ^ 0xffffu) >> sh;
+    }
+    e = k + (size_t)__builtin_ctz(ct);
+    if (l[e] != '\r' || e + 1 == left || l[e + 1] != '\n')
+        return 0;
+    v = nl + 1 + (l[nl + 1] == ' ');
+    if (l[v] == ' ')
+        return 0;
+    *vs = v;
+    *ve = e;
+    return nl;
+}
+#endif
+
 enum { LN_OK, LN_PART, LN_BAD };
 
 /* "HTTP/1.0" or "HTTP/1.1" at p: LN_OK, or LN_PART/LN_BAD as the first
@@ -673,6 +751,9 @@ static size_t scan_lines(dds_http_hscan *h, const unsigned char *p, size_t n, in
     size_t i = 0, k, v, ve, nl;
     uint32_t lines = 0;
     int r = SC_MORE;
+#ifdef __SSE2__
+    int tail = n >= 16;
+#endif
 
     if (h->pos == 0) {
         int lr = first_line(p, n, h->phase == P_RS_VERSION, &i, col);
@@ -692,6 +773,10 @@ static size_t scan_lines(dds_http_hscan *h, const unsigned char *p, size_t n, in
             i += 2;
             break;
         }
+#ifdef __SSE2__
+        if ((nl = line_sse(l, left, tail, &v, &ve)) != 0)
+            goto line;
+#endif
         nl = tchar_run(l, left);
         if (nl == left)
             break;
@@ -719,10 +804,15 @@ static size_t scan_lines(dds_http_hscan *h, const unsigned char *p, size_t n, in
             r = SC_BAD;
             break;
         }
+#ifdef __SSE2__
+    line:
+#endif
         if (col) {
+            /* [v, ve) is text: of it, only SP and HTAB are below 0x21 */
             k = ve;
-            while (k > v && is_ows((char)l[k - 1]))
-                k--;
+            if (__builtin_expect(l[k - 1] <= ' ', 0))
+                while (k > v && l[k - 1] <= ' ')
+                    k--;
             collect_header(col, l, nl, (const char *)l + v, k - v);
         }
         i += ve + 2;
