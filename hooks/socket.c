@@ -847,6 +847,37 @@ DDS_EXPORT int sendmmsg(int fd, struct mmsghdr *msgs, unsigned int n, int flags)
                          : (int)syscall(SYS_sendmmsg, fd, msgs, n, flags);
 }
 
+/* fcntl(F_DUPFD*) makes a second descriptor like dup. Every other command
+ * passes straight through; the third argument is forwarded as the word it is
+ * (an int or a pointer, as the command says), as interposers do. Programs
+ * built with _FILE_OFFSET_BITS=64 call fcntl64. */
+static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, void *arg)
+{
+    if (UNLIKELY(cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
+        duplicated(fd);
+    return real ? real(fd, cmd, arg) : (int)syscall(SYS_fcntl, fd, cmd, arg);
+}
+
+DDS_EXPORT int fcntl(int fd, int cmd, ...)
+{
+    DDS_REAL(fcntl);
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return fcntl_common(real_fcntl, fd, cmd, arg);
+}
+
+DDS_EXPORT int fcntl64(int fd, int cmd, ...)
+{
+    DDS_REAL(fcntl64);
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return fcntl_common(real_fcntl64, fd, cmd, arg);
+}
+
 DDS_EXPORT int dup2(int old, int newfd)
 {
     DDS_REAL(dup2);

@@ -16,6 +16,9 @@
  *   stdio-late   like write for all but the last request, then the last
  *             head with fprintf() on fdopen(fd) and its body (again a whole
  *             request head) with write(): a switch to stdio mid-connection
+ *   dupfd-late, dupfd64-late  the same, the last head written to a second
+ *             descriptor made with fcntl(F_DUPFD_CLOEXEC) (fcntl64 for the
+ *             second), which ddshim does not follow
  *   mmsg      the whole request with sendmmsg(), the answer with recvmmsg()
  * server: listens on 127.0.0.1 (port written to PORTFILE), serves NREQ
  * requests on one connection; the answer's head goes out with write() (or
@@ -62,6 +65,20 @@ static void write_all(int fd, const char *b, size_t n)
         b += r;
         n -= (size_t)r;
     }
+}
+
+/* The 67-byte answer; 1 when it is the expected one. */
+static int read_answer(int fd)
+{
+    char ans[128];
+    size_t got = 0;
+    while (got < 67) {
+        ssize_t r = read(fd, ans + got, 67 - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    return got == 67 && memcmp(ans + 64, "ok\n", 3) == 0;
 }
 
 static void send_body(const char *mode, int fd, const char *b, size_t n)
@@ -111,6 +128,7 @@ static int client(const char *mode, int port, int nreq)
         return 3;
     }
     int late = strcmp(mode, "stdio-late") == 0;
+    int dupfd = strcmp(mode, "dupfd-late") == 0 ? 1 : strcmp(mode, "dupfd64-late") == 0 ? 2 : 0;
     int stdio = strncmp(mode, "stdio", 5) == 0 && !late;
     FILE *f = stdio ? fdopen(fd, "r+") : NULL;
     if (stdio)
@@ -124,6 +142,24 @@ static int client(const char *mode, int port, int nreq)
             f = fdopen(fd, "r+");
             setvbuf(f, NULL, _IOFBF, 1 << 16);
             mode = "stdio-mixed";
+        }
+        if (dupfd && i == nreq - 1) {
+            int fd2 = dupfd == 1 ? fcntl(fd, F_DUPFD_CLOEXEC, 50) : fcntl64(fd, F_DUPFD_CLOEXEC, 50);
+            if (fd2 < 0) {
+                perror("fcntl");
+                return 3;
+            }
+            bl = (size_t)snprintf(inner, sizeof inner, "GET /inner/%d HTTP/1.1\r\nHost: inner\r\n\r\n", i);
+            char h2[256];
+            int h2l = snprintf(h2, sizeof h2,
+                               "POST /%s/%d HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n\r\n", mode, i, bl);
+            fwrite(h2, 1, (size_t)h2l, appf);
+            fwrite(inner, 1, bl, appf);
+            write_all(fd2, h2, (size_t)h2l); /* unseen by ddshim */
+            write_all(fd, inner, bl);
+            close(fd2);
+            ok += read_answer(fd);
+            continue;
         }
         if (strcmp(mode, "stdio-mixed") == 0) {
             /* A body that is itself a whole request head. */

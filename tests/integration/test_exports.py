@@ -11,7 +11,7 @@ HOOK = re.compile(r"^(PQ\w+|redis\w+|__(read|recv|recvfrom)_chk|accept4?|connect
                   r"recv(from|msg)?|write(v)?|read(v)?|close(_range|from)?|shutdown|dup[23]?|_exit|_Exit|"
                   r"execv(e|p|pe)?|splice|"
                   # a second way to write to a tracked socket: marked for the wire check
-                  r"fdopen|"
+                  r"fdopen|fcntl|fcntl64|"
                   # hooks/signal.c: marks the program's own signal handlers while they run
                   r"sigaction|signal|bsd_signal|sysv_signal|siglongjmp|longjmp|__longjmp_chk)$")
 

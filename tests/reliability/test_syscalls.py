@@ -247,6 +247,21 @@ def test_client_switch_to_stdio_mid_connection(agent, tmp, raw_server, rel):
     rel.input(4)
 
 
+@pytest.mark.parametrize("mode", ["dupfd-late", "dupfd64-late"])
+def test_client_head_through_fcntl_dupfd_mid_connection(agent, tmp, raw_server, mode, rel):
+    # As above, the fourth head written to a second descriptor made with
+    # fcntl(F_DUPFD_CLOEXEC) (fcntl64: what a program built with
+    # _FILE_OFFSET_BITS=64 calls), which ddshim does not follow.
+    want, got, heads = passthru_client(agent, tmp, raw_server, mode)
+    reqs = raw_server.requests
+    for head, _ in reqs[:3]:
+        check_block(strip_injected(head)[1], head)
+    assert strip_injected(reqs[3][0])[1] == [], reqs[3][0]
+    assert reqs[3][1] == b"GET /inner/3 HTTP/1.1\r\nHost: inner\r\n\r\n", reqs[3][1]
+    assert b"".join(strip_injected(h)[0] + b for h, b in reqs) == want
+    rel.input(4)
+
+
 def test_client_sendmmsg_recvmmsg_untouched(agent, tmp, raw_server, rel):
     want, got, heads = passthru_client(agent, tmp, raw_server, "mmsg")
     assert got == want
