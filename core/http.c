@@ -514,6 +514,21 @@ static inline __attribute__((always_inline)) size_t text_run(const unsigned char
 #endif
 }
 
+#ifdef __SSE2__
+/* The bytes among the 16 at x that are not letters, digits or '-'. */
+static inline __attribute__((always_inline)) unsigned nonname_mask(__m128i x)
+{
+    /* (x | 0x20) - 'a' < 26 and x - '0' < 10 as signed compares: bias by 0x80. */
+    __m128i letter = _mm_cmplt_epi8(_mm_add_epi8(_mm_or_si128(x, _mm_set1_epi8(0x20)),
+                                                 _mm_set1_epi8((char)(0x80 - 'a'))),
+                                    _mm_set1_epi8((char)(0x80 + 26 - 256)));
+    __m128i digit = _mm_cmplt_epi8(_mm_add_epi8(x, _mm_set1_epi8((char)(0x80 - '0'))),
+                                   _mm_set1_epi8((char)(0x80 + 10 - 256)));
+    __m128i ok = _mm_or_si128(_mm_or_si128(letter, digit), _mm_cmpeq_epi8(x, _mm_set1_epi8('-')));
+    return (unsigned)_mm_movemask_epi8(ok) ^ 0xffffu;
+}
+#endif
+
 /* Bytes from p that are tchars (a header name, a method): how many, at most
  * n. Letters, digits and '-', which make up nearly every name, sixteen at a
  * time where SSE2 is there; any other byte is looked up in the table, and a
@@ -522,17 +537,9 @@ static inline __attribute__((always_inline)) size_t tchar_run(const unsigned cha
 {
     size_t k = 0;
 #ifdef __SSE2__
-    /* (v | 0x20) - 'a' < 26 and v - '0' < 10 as signed compares: bias by 0x80. */
-    const __m128i c20 = _mm_set1_epi8(0x20), ba = _mm_set1_epi8((char)(0x80 - 'a')),
-                  la = _mm_set1_epi8((char)(0x80 + 26 - 256)), b0 = _mm_set1_epi8((char)(0x80 - '0')),
-                  l0 = _mm_set1_epi8((char)(0x80 + 10 - 256)), dash = _mm_set1_epi8('-');
     for (;;) {
         while (k + 16 <= n) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + k));
-            __m128i letter = _mm_cmplt_epi8(_mm_add_epi8(_mm_or_si128(v, c20), ba), la);
-            __m128i digit = _mm_cmplt_epi8(_mm_add_epi8(v, b0), l0);
-            __m128i ok = _mm_or_si128(_mm_or_si128(letter, digit), _mm_cmpeq_epi8(v, dash));
-            unsigned mask = ~(unsigned)_mm_movemask_epi8(ok) & 0xffffu;
+            unsigned mask = nonname_mask(_mm_loadu_si128((const __m128i *)(const void *)(p + k)));
             if (mask) {
                 k += (size_t)__builtin_ctz(mask);
                 goto other;
@@ -582,19 +589,6 @@ static size_t target_run(const unsigned char *p, size_t n)
 static inline __attribute__((always_inline)) unsigned plain_mask(__m128i x)
 {
     return (unsigned)_mm_movemask_epi8(_mm_cmpgt_epi8(_mm_add_epi8(x, _mm_set1_epi8(1)), _mm_set1_epi8(0x20)));
-}
-
-/* The bytes among the 16 at x that are not letters, digits or '-'. */
-static inline __attribute__((always_inline)) unsigned nonname_mask(__m128i x)
-{
-    /* (x | 0x20) - 'a' < 26 and x - '0' < 10 as signed compares: bias by 0x80. */
-    __m128i letter = _mm_cmplt_epi8(_mm_add_epi8(_mm_or_si128(x, _mm_set1_epi8(0x20)),
-                                                 _mm_set1_epi8((char)(0x80 - 'a'))),
-                                    _mm_set1_epi8((char)(0x80 + 26 - 256)));
-    __m128i digit = _mm_cmplt_epi8(_mm_add_epi8(x, _mm_set1_epi8((char)(0x80 - '0'))),
-                                   _mm_set1_epi8((char)(0x80 + 10 - 256)));
-    __m128i ok = _mm_or_si128(_mm_or_si128(letter, digit), _mm_cmpeq_epi8(x, _mm_set1_epi8('-')));
-    return (unsigned)_mm_movemask_epi8(ok) ^ 0xffffu;
 }
 
 /* The usual header line at l, from 16-byte loads: a name of letters, digits
