@@ -266,7 +266,10 @@ dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent
             pthread_mutex_unlock(&t->mu);
             goto started;
         }
-        /* The parent's chunk is gone: continue the same trace in a new chunk. */
+        /* The parent's chunk is gone: continue the same trace in a new chunk,
+         * with its decision (made now if it was left to the writer). */
+        if (!t->sampling.decided)
+            dds_trace_decide_hook(t, t->finished);
         dds_trace_context c;
         memcpy(&c, t->ctx, dds_context_size(t->ctx));
         c.trace_id_hi = t->trace_id_hi;
@@ -433,6 +436,21 @@ int dds_span_get_metric(const dds_span *s, const char *key, double *val)
     return 0;
 }
 
+int dds_span_defer(dds_span *s, dds_span_finalize_fn fn, const void *data, size_t len)
+{
+    if (s == NULL || fn == NULL || (data == NULL && len > 0))
+        return -1;
+    /* span_strdup's copy plus a NUL, which fn may ignore. */
+    char *d = span_strdup(s, len ? (const char *)data : "", len);
+    if (d == NULL)
+        return -1;
+    span_strfree(s, s->fdata);
+    s->fdata = d;
+    s->flen = len;
+    s->finalize = fn;
+    return 0;
+}
+
 void dds_span_set_resource_n(dds_span *s, const char *res, size_t len)
 {
     if (s == NULL || res == NULL)
@@ -474,6 +492,22 @@ void dds_trace_decide(dds_trace *t, const dds_span *root)
     pthread_mutex_unlock(&t->mu);
 }
 
+void dds_trace_finalize(dds_trace *t)
+{
+    if (t == NULL || t->finalized)
+        return;
+    for (dds_span *s = t->finished; s; s = s->next) {
+        dds_span_finalize_fn fn = s->finalize;
+        if (fn) {
+            s->finalize = NULL;
+            fn(s, s->fdata, s->flen);
+        }
+    }
+    /* The local root leads the list (dds_span_finish_at). */
+    dds_trace_decide(t, t->finished);
+    t->finalized = 1;
+}
+
 void dds_span_finish_at(dds_span *s, int64_t mono_ns)
 {
     /* Exactly once, even if two threads finish the span at the same time:
@@ -485,10 +519,12 @@ void dds_span_finish_at(dds_span *s, int64_t mono_ns)
     if (s->duration_ns < 0)
         s->duration_ns = 0;
     dds_trace *t = s->trace;
-    /* Undecided yet: decide on this span (the local root's, or the first to
-     * finish). One lock for the decision and the list. */
+    /* Undecided yet and other spans still open: decide on this span (the
+     * first to finish), so that they inherit it. One lock for the decision
+     * and the list. A chunk that completes undecided is decided by
+     * dds_trace_finalize, on the writer, after the deferred work. */
     pthread_mutex_lock(&t->mu);
-    if (!t->sampling.decided)
+    if (!t->sampling.decided && t->open_spans > 1)
         dds_trace_decide_hook(t, s);
     /* Keep the chunk in start order: the local root, started first, leads. */
     s->next = NULL;
@@ -531,6 +567,7 @@ static void span_free(dds_span *s)
     if (s->metrics != b->metrics)
         free(s->metrics);
     span_strfree(s, s->resource);
+    span_strfree(s, s->fdata);
     pool_put(&box_pool, b);
 }
 

@@ -10,8 +10,10 @@
  * capture it). Service, env, version, DD_TAGS, language, runtime-id and
  * process_id are not stored per span: core/encode.c adds them when it encodes.
  *
- * Threads: a span is written by one thread at a time (the hooks guarantee it);
- * the trace's list and counters are under the trace's own mutex. Nothing here
+ * Threads: a span is written by one thread at a time (the hooks guarantee it;
+ * once its chunk completes, that is the writer, which runs the deferred work
+ * of dds_span_defer); the trace's list and counters are under the trace's own
+ * mutex. Nothing here
  * interposes or knows about file descriptors.
  */
 #ifndef DDS_SPAN_H
@@ -49,6 +51,12 @@ typedef struct dds_metric {
 } dds_metric;
 
 struct dds_trace;
+struct dds_span;
+
+/* Work a hook leaves to the writer thread (dds_span_defer): it runs once,
+ * with the bytes the hook saved, before the chunk's sampling decision and
+ * encoding. data is a private copy and not aligned. */
+typedef void (*dds_span_finalize_fn)(struct dds_span *s, const void *data, size_t len);
 
 typedef struct dds_span {
     struct dds_trace *trace;
@@ -67,6 +75,9 @@ typedef struct dds_span {
     int nmeta, capmeta;
     dds_metric *metrics;
     int nmetrics, capmetrics;
+    dds_span_finalize_fn finalize; /* deferred work, or NULL */
+    void *fdata;                   /* its bytes: in the arena, or owned */
+    size_t flen;
 } dds_span;
 
 typedef struct dds_trace {
@@ -83,6 +94,7 @@ typedef struct dds_trace {
     dds_sampling sampling;
     int is_continued;           /* the root continues a remote parent */
     int completed;              /* handed to the complete hook; no new children */
+    int finalized;              /* dds_trace_finalize ran */
     int refs;                   /* 1 for the chunk itself + 1 per active-stack entry */
 } dds_trace;
 
@@ -153,6 +165,16 @@ void dds_span_set_resource_n(dds_span *s, const char *res, size_t len);
 /* error = 1 and error.message (may be NULL); msg is truncated to 1 KiB. */
 void dds_span_set_error(dds_span *s, const char *msg);
 
+/* Leave work to the writer thread: fn(s, copy of data, len) runs once, in
+ * dds_trace_finalize, before the chunk is sampled and encoded. For what is
+ * the same for every span of a connection or can be worked out later (the
+ * tags of a database client span, the resource from a command's bytes):
+ * the application thread then only copies bytes. Sampling rules see the
+ * tags fn sets, since a chunk that completes undecided is decided after.
+ * A span has at most one: a second call replaces the first. Returns 0, or
+ * -1 when out of memory (fn will not run). */
+int dds_span_defer(dds_span *s, dds_span_finalize_fn fn, const void *data, size_t len);
+
 /* Finish: sets the duration; the span must not be used afterwards. When it was
  * the trace's last open span, the chunk is handed to dds_trace_complete_hook. */
 void dds_span_finish(dds_span *s);
@@ -168,8 +190,16 @@ extern const dds_trace_context dds_context_none;
 dds_trace_context *dds_trace_ctx_mut(dds_trace *t);
 
 /* Make the sampling decision now if it is not made yet (before the first
- * injection, or when the chunk completes). Calls dds_trace_decide_hook. */
+ * injection, or when the first span of a chunk finishes while others are
+ * still open). Calls dds_trace_decide_hook. */
 void dds_trace_decide(dds_trace *t, const dds_span *root);
+
+/* For a completed chunk, on the thread that encodes it (the writer): run
+ * the spans' deferred work (dds_span_defer), then make the sampling
+ * decision if nothing made it yet (a chunk whose spans all finished at
+ * once, and that injected nothing, is decided here rather than on the
+ * application thread). Idempotent. */
+void dds_trace_finalize(dds_trace *t);
 
 /* Release the chunk's reference to a completed trace (the writer calls this
  * after encoding, the queue when it drops one). The memory goes when no

@@ -240,6 +240,8 @@ static void flush_once(msgpack_sbuffer *sb, int64_t deadline)
         return;
     }
     __atomic_store_n(&st_inflight, (uint64_t)taken, __ATOMIC_RELAXED);
+    for (dds_trace *t = list; t; t = t->qnext)
+        dds_trace_finalize(t); /* deferred tags, then sampling (span.h) */
     dds_encode_opts o = {.cfg = w_cfg, .runtime_id = w_runtime_id, .pid = w_pid};
     int unreachable = 0; /* then the rest is dropped at once, not after a timeout each */
     while (list) {

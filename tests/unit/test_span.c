@@ -160,6 +160,108 @@ static void test_finish_on_another_thread(void **state)
     assert_null(dds_active_span()); /* dropped, and the memory released now */
 }
 
+/* dds_span_defer: the hook's bytes come back once, on dds_trace_finalize;
+ * the tags they make are there before the sampling decision. */
+static int nfinal;
+static char seen_res[64];
+static void deferred_tags(dds_span *s, const void *data, size_t len)
+{
+    nfinal++;
+    char v[64];
+    assert_true(len < sizeof v);
+    memcpy(v, data, len);
+    v[len] = '\0';
+    dds_span_set_meta(s, "db.system", "redis");
+    dds_span_set_resource_n(s, v, len);
+}
+
+static int ndecided;
+static void decide_seeing_tags(dds_trace *t, const dds_span *root)
+{
+    ndecided++;
+    const char *v = root ? dds_span_get_meta(root, "db.system") : NULL;
+    snprintf(seen_res, sizeof seen_res, "%s/%s", v ? v : "-", root && root->resource ? root->resource : "-");
+    t->sampling.decided = 1;
+    t->sampling.priority = DDS_PRIO_USER_KEEP;
+    t->sampling.mechanism = DDS_MECH_RULE;
+}
+
+static void test_defer_runs_on_finalize(void **state)
+{
+    (void)state;
+    void (*saved)(dds_trace *, const dds_span *) = dds_trace_decide_hook;
+    dds_trace_decide_hook = decide_seeing_tags;
+    nfinal = ndecided = 0;
+    dds_span *s = dds_span_start("redis.command", "redis", NULL, NULL);
+    char cmd[] = "GET";
+    assert_int_equal(dds_span_defer(s, deferred_tags, "SET", 3), 0);
+    assert_int_equal(dds_span_defer(s, deferred_tags, cmd, 3), 0); /* replaces */
+    cmd[0] = 'X'; /* a copy was kept */
+    dds_span_finish(s);
+    assert_int_equal(ncompleted, 1);
+    dds_trace *t = completed[0];
+    /* Completed in one go: nothing decided, nothing run on this thread. */
+    assert_int_equal(nfinal, 0);
+    assert_int_equal(ndecided, 0);
+    assert_int_equal(t->sampling.decided, 0);
+    dds_trace_finalize(t);
+    dds_trace_finalize(t); /* idempotent */
+    assert_int_equal(nfinal, 1);
+    assert_int_equal(ndecided, 1);
+    assert_string_equal(seen_res, "redis/GET");
+    assert_int_equal(t->sampling.priority, DDS_PRIO_USER_KEEP);
+    assert_string_equal(t->finished->resource, "GET");
+
+    /* Deferred data too big for the span's arena, never finalized (a chunk
+     * dropped at the queue's cap): freed with the span (ASan, valgrind). */
+    static char big[4096];
+    memset(big, 'k', sizeof big);
+    dds_span *d = dds_span_start("redis.command", "redis", NULL, NULL);
+    assert_int_equal(dds_span_defer(d, deferred_tags, big, sizeof big), 0);
+    dds_span_finish(d);
+    assert_int_equal(ncompleted, 2);
+    dds_trace_free(completed[1]);
+    assert_int_equal(nfinal, 1);
+    dds_trace_free(t);
+    dds_trace_decide_hook = saved;
+}
+
+static void test_decided_at_first_finish_when_others_open(void **state)
+{
+    (void)state;
+    void (*saved)(dds_trace *, const dds_span *) = dds_trace_decide_hook;
+    dds_trace_decide_hook = decide_seeing_tags;
+    ndecided = 0;
+    dds_span *root = dds_span_start("srv", "web", NULL, NULL);
+    dds_span *child = dds_span_start("db", "sql", root, NULL);
+    dds_span_finish(child); /* the root still open: decided now */
+    assert_int_equal(ndecided, 1);
+    assert_int_equal(root->trace->sampling.decided, 1);
+    dds_span_finish(root);
+    assert_int_equal(ncompleted, 1);
+    dds_trace_finalize(completed[0]);
+    assert_int_equal(ndecided, 1);
+
+    /* A chunk that completed undecided, then a late child of its root: the
+     * decision is made before the new chunk copies it. */
+    dds_span *a = dds_span_start("a", "web", NULL, NULL);
+    dds_span_finish(a);
+    assert_int_equal(ncompleted, 2);
+    assert_int_equal(completed[1]->sampling.decided, 0);
+    dds_span *late = dds_span_start("late", "http", a, NULL);
+    assert_int_equal(ndecided, 2);
+    assert_int_equal(late->trace->sampling.decided, 1);
+    assert_int_equal(late->trace->sampling.priority, DDS_PRIO_USER_KEEP);
+    dds_span_finish(late);
+    assert_int_equal(ncompleted, 3);
+    dds_trace_finalize(completed[1]);
+    dds_trace_finalize(completed[2]);
+    assert_int_equal(ndecided, 2);
+    for (int i = 0; i < 3; i++)
+        dds_trace_free(completed[i]);
+    dds_trace_decide_hook = saved;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -168,6 +270,8 @@ int main(void)
         cmocka_unit_test_setup(test_continue_remote_context, setup),
         cmocka_unit_test_setup(test_active_stack_and_late_child, setup),
         cmocka_unit_test_setup(test_finish_on_another_thread, setup),
+        cmocka_unit_test_setup(test_defer_runs_on_finalize, setup),
+        cmocka_unit_test_setup(test_decided_at_first_finish_when_others_open, setup),
     };
     return cmocka_run_group_tests_name("span", tests, NULL, NULL);
 }
