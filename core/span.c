@@ -215,7 +215,9 @@ static dds_trace *trace_new(const dds_trace_context *remote)
         return NULL;
     memset(t, 0, sizeof *t);
     t->ctx = &dds_context_none;
-    pthread_mutex_init(&t->mu, NULL);
+    /* A default mutex, without pthread_mutex_init's call (per span). */
+    static const pthread_mutex_t mu_init = PTHREAD_MUTEX_INITIALIZER;
+    t->mu = mu_init;
     t->refs = 1;
     t->sampling.mechanism = DDS_MECH_NONE;
     t->sampling.rule_psr = t->sampling.agent_psr = t->sampling.limit_psr = t->sampling.ksr = -1;
