@@ -7,6 +7,9 @@
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 static unsigned dds_id_generation = 1;
 static __thread uint64_t rng_s[4] __attribute__((tls_model("initial-exec")));
@@ -98,6 +101,16 @@ void dds_id_reseed(void)
 
 void dds_hex16(uint64_t v, char out[17])
 {
+#ifdef __SSE2__
+    /* The 16 nibbles, most significant first, each to '0'-'9'/'a'-'f' in
+     * one go (three of these per injected request). */
+    __m128i x = _mm_cvtsi64_si128((long long)__builtin_bswap64(v));
+    const __m128i low4 = _mm_set1_epi8(0x0f);
+    __m128i n = _mm_unpacklo_epi8(_mm_and_si128(_mm_srli_epi16(x, 4), low4), _mm_and_si128(x, low4));
+    __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(n, _mm_set1_epi8(9)), _mm_set1_epi8('a' - '0' - 10));
+    _mm_storeu_si128((__m128i *)(void *)out, _mm_add_epi8(_mm_add_epi8(n, _mm_set1_epi8('0')), letter));
+    out[16] = '\0';
+#else
     static const char pairs[513] =
         "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
         "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
@@ -110,4 +123,5 @@ void dds_hex16(uint64_t v, char out[17])
     for (int i = 14; i >= 0; i -= 2, v >>= 8)
         memcpy(out + i, pairs + 2 * (v & 0xff), 2);
     out[16] = '\0';
+#endif
 }

@@ -58,6 +58,17 @@ static void test_ids(void **state)
         snprintf(want, sizeof want, "%016" PRIx64, vals[i]);
         assert_string_equal(got, want);
     }
+    /* Every nibble value in every position, and random words. */
+    for (int i = 0; i < 200000; i++) {
+        uint64_t v = i < 256 ? 0x0123456789abcdefULL * (uint64_t)(i & 15) ^ ((uint64_t)i << (i % 57))
+                             : ((uint64_t)dds_id_span() << 1) ^ (uint64_t)i;
+        char got[18], want[17];
+        got[17] = 'z';
+        dds_hex16(v, got);
+        snprintf(want, sizeof want, "%016" PRIx64, v);
+        assert_string_equal(got, want);
+        assert_int_equal(got[17], 'z'); /* 17 bytes written, no more */
+    }
 }
 
 static void test_trace_completes_when_last_span_finishes(void **state)
