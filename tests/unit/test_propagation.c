@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -276,6 +277,30 @@ static void test_inject_datadog_exact(void **state)
     n = dds_propagation_inject(&t, 6, &c, buf, sizeof buf);
     assert_string_equal(find_line(buf, "x-datadog-sampling-priority", v, sizeof v), "-1");
     (void)n;
+}
+
+/* The decimal ids of every width, against printf (the writer of x-datadog-
+ * trace-id/parent-id groups digits by eight). */
+static void test_inject_datadog_decimal_ids(void **state)
+{
+    (void)state;
+    dds_config c = cfg1(DDS_STYLE_DATADOG);
+    dds_trace t;
+    uint64_t x = 88172645463325252ULL;
+    for (int i = 0; i < 20000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint64_t lo = i < 64 ? (i & 1 ? UINT64_MAX >> i : 1ULL << i) : x >> (i % 64);
+        uint64_t parent = i < 20 ? 100000000ULL * (uint64_t)i : (x >> 1) | 1;
+        if (lo == 0)
+            lo = 1;
+        mktrace(&t, 0, lo, 1, DDS_MECH_AGENT_RATE);
+        char buf[DDS_PROPAGATION_INJECT_MAX], v[64], want[32];
+        dds_propagation_inject(&t, parent, &c, buf, sizeof buf);
+        snprintf(want, sizeof want, "%" PRIu64, lo);
+        assert_string_equal(find_line(buf, "x-datadog-trace-id", v, sizeof v), want);
+        snprintf(want, sizeof want, "%" PRIu64, parent);
+        assert_string_equal(find_line(buf, "x-datadog-parent-id", v, sizeof v), want);
+    }
 }
 
 static void test_inject_tracecontext_exact(void **state)
@@ -1216,6 +1241,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_every_style),
         cmocka_unit_test(test_roundtrip_all_styles_at_once),
         cmocka_unit_test(test_inject_datadog_exact),
+        cmocka_unit_test(test_inject_datadog_decimal_ids),
         cmocka_unit_test(test_inject_tracecontext_exact),
         cmocka_unit_test(test_inject_b3_exact),
         cmocka_unit_test(test_inject_tracestate_trimmed_to_256),
