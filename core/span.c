@@ -453,6 +453,20 @@ int dds_span_defer(dds_span *s, dds_span_finalize_fn fn, const void *data, size_
     return 0;
 }
 
+void *dds_span_deferred_data(dds_span *s)
+{
+    return s && s->finalize ? s->fdata : NULL;
+}
+
+void dds_span_run_deferred(dds_span *s)
+{
+    dds_span_finalize_fn fn = s ? s->finalize : NULL;
+    if (fn) {
+        s->finalize = NULL;
+        fn(s, s->fdata, s->flen);
+    }
+}
+
 void dds_span_set_resource_n(dds_span *s, const char *res, size_t len)
 {
     if (s == NULL || res == NULL)
@@ -498,13 +512,8 @@ void dds_trace_finalize(dds_trace *t)
 {
     if (t == NULL || t->finalized)
         return;
-    for (dds_span *s = t->finished; s; s = s->next) {
-        dds_span_finalize_fn fn = s->finalize;
-        if (fn) {
-            s->finalize = NULL;
-            fn(s, s->fdata, s->flen);
-        }
-    }
+    for (dds_span *s = t->finished; s; s = s->next)
+        dds_span_run_deferred(s);
     /* The local root leads the list (dds_span_finish_at). */
     dds_trace_decide(t, t->finished);
     t->finalized = 1;
@@ -524,10 +533,13 @@ void dds_span_finish_at(dds_span *s, int64_t mono_ns)
     /* Undecided yet and other spans still open: decide on this span (the
      * first to finish), so that they inherit it. One lock for the decision
      * and the list. A chunk that completes undecided is decided by
-     * dds_trace_finalize, on the writer, after the deferred work. */
+     * dds_trace_finalize, on the writer, after the deferred work. Rules
+     * look at this span's resource and tags: its deferred work runs first. */
     pthread_mutex_lock(&t->mu);
-    if (!t->sampling.decided && t->open_spans > 1)
+    if (!t->sampling.decided && t->open_spans > 1) {
+        dds_span_run_deferred(s);
         dds_trace_decide_hook(t, s);
+    }
     /* Keep the chunk in start order: the local root, started first, leads. */
     s->next = NULL;
     if (s->span_id == t->root_span_id) {

@@ -175,6 +175,17 @@ void dds_span_set_error(dds_span *s, const char *msg);
  * -1 when out of memory (fn will not run). */
 int dds_span_defer(dds_span *s, dds_span_finalize_fn fn, const void *data, size_t len);
 
+/* The copy dds_span_defer keeps, writable by the span's thread until the
+ * span finishes (for what the hook learns after deferring: a row count);
+ * NULL when no deferred work is pending (none was left, or it ran). */
+void *dds_span_deferred_data(dds_span *s);
+
+/* Run the span's deferred work now, on this thread, if it has not run yet:
+ * for a hook that needs its result before the chunk completes (an error
+ * message checked against the resource). dds_span_finish_at does the same
+ * for a span the sampling decision is made on. */
+void dds_span_run_deferred(dds_span *s);
+
 /* Finish: sets the duration; the span must not be used afterwards. When it was
  * the trace's last open span, the chunk is handed to dds_trace_complete_hook. */
 void dds_span_finish(dds_span *s);

@@ -273,6 +273,55 @@ static void test_decided_at_first_finish_when_others_open(void **state)
     dds_trace_decide_hook = saved;
 }
 
+/* What a hook learns after deferring goes into the kept copy; a hook that
+ * needs the result early runs the work itself, and it runs only once. */
+static void test_defer_data_written_late_and_run_now(void **state)
+{
+    (void)state;
+    void (*saved)(dds_trace *, const dds_span *) = dds_trace_decide_hook;
+    dds_trace_decide_hook = decide_seeing_tags;
+    nfinal = ndecided = 0;
+    dds_span *s = dds_span_start("redis.command", "redis", NULL, NULL);
+    assert_null(dds_span_deferred_data(s));
+    dds_span_run_deferred(s); /* nothing to run */
+    assert_int_equal(nfinal, 0);
+    assert_int_equal(dds_span_defer(s, deferred_tags, "GET", 3), 0);
+    char *d = dds_span_deferred_data(s);
+    assert_non_null(d);
+    d[0] = 'S';
+    d[1] = 'E';
+    dds_span_run_deferred(s);
+    assert_int_equal(nfinal, 1);
+    assert_string_equal(s->resource, "SET");
+    assert_string_equal(dds_span_get_meta(s, "db.system"), "redis");
+    assert_null(dds_span_deferred_data(s));
+    dds_span_run_deferred(s);
+    dds_span_finish(s);
+    assert_int_equal(ncompleted, 1);
+    dds_trace_finalize(completed[0]);
+    assert_int_equal(nfinal, 1); /* not again */
+    assert_int_equal(ndecided, 1);
+    assert_string_equal(seen_res, "redis/SET");
+    dds_trace_free(completed[0]);
+
+    /* The first span to finish while others are open decides the trace: its
+     * deferred work runs before the rules look at it. */
+    dds_span *root = dds_span_start("srv", "web", NULL, NULL);
+    dds_span *child = dds_span_start("db", "sql", root, NULL);
+    assert_int_equal(dds_span_defer(child, deferred_tags, "DEL", 3), 0);
+    dds_span_finish(child);
+    assert_int_equal(nfinal, 2);
+    assert_int_equal(ndecided, 2);
+    assert_string_equal(seen_res, "redis/DEL");
+    dds_span_finish(root);
+    assert_int_equal(ncompleted, 2);
+    dds_trace_finalize(completed[1]);
+    assert_int_equal(nfinal, 2);
+    assert_int_equal(ndecided, 2);
+    dds_trace_free(completed[1]);
+    dds_trace_decide_hook = saved;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +332,7 @@ int main(void)
         cmocka_unit_test_setup(test_finish_on_another_thread, setup),
         cmocka_unit_test_setup(test_defer_runs_on_finalize, setup),
         cmocka_unit_test_setup(test_decided_at_first_finish_when_others_open, setup),
+        cmocka_unit_test_setup(test_defer_data_written_late_and_run_now, setup),
     };
     return cmocka_run_group_tests_name("span", tests, NULL, NULL);
 }
