@@ -2,8 +2,8 @@
  * sql.h — SQL obfuscation: a statement's text with every literal replaced by `?`,
  * so that it can be a span's resource without carrying data out of the process.
  *
- * hooks/libpq.c calls it on the application thread for every statement it
- * traces; the result becomes the resource of the postgresql.query span (the
+ * hooks/libpq.c calls it for every statement it traces, mostly on the writer
+ * thread (deferred span work); the result becomes the resource of the postgresql.query span (the
  * Agent then runs its own obfuscator on top, wire spec §2.4). The lexer follows
  * PostgreSQL's: numbers (1, -3, 1.5e-3, 0x1F, 1_000), strings ('..' with ''
  * doubling, E'..' with backslash escapes, B'', X'', N'', U&''), dollar quotes

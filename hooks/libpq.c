@@ -14,6 +14,12 @@
  * never read. PQexecPrepared gets the text its PQprepare had on that
  * connection.
  *
+ * The application thread keeps only what cannot wait: timing, the statement
+ * FIFO, row counts and errors, and a PQprepare's obfuscated text (its name
+ * keeps it for EXECUTE). The tags and, for a statement of up to
+ * PQ_DEFER_SQL_MAX bytes, the obfuscation are left to the writer thread
+ * (dds_span_defer): a copy of the connection's tag values and of the text.
+ *
  * libpq calls its own exported functions through its PLT (PQexec calls
  * PQsendQuery and PQgetResult, PQconnectPoll calls PQgetResult, ...), and those
  * calls reach these hooks too: a per-thread depth counter makes every hook
@@ -38,6 +44,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +56,12 @@
 #define PQ_MAX_PREPARED 128   /* remembered prepared statements per connection */
 #define PQ_NAME_MAX 63        /* PostgreSQL truncates identifiers to NAMEDATALEN - 1 */
 #define PQ_TAG_MAX 255
-#define PQ_SHAPES 4           /* statement shapes remembered per connection */
+#define PQ_SHAPES 4           /* statement shapes the writer remembers */
+/* Longest statement whose text is copied for the writer to obfuscate: the
+ * longest that has a shape (the text takes the place of the resource while
+ * the span waits, so a queued span holds no more than before). A longer one
+ * is obfuscated at once. */
+#define PQ_DEFER_SQL_MAX DDS_SQL_SHAPE_MAX_INPUT
 
 static const char *const pq_libs[] = {"libpq.so.5", NULL};
 
@@ -137,7 +149,8 @@ typedef struct pq_prep {
 
 /* An obfuscated statement and its shape (core/sql.h): the next statement of
  * the same shape (the same text but for its integers) gets this resource
- * without running the obfuscator. No literal is kept: a shape exists only for
+ * without running the obfuscator. The writer keeps a few (whatever the
+ * connection: the match is on the text alone). No literal is kept: a shape exists only for
  * a statement whose literals are all integers, and those are cut out. */
 typedef struct pq_shape {
     size_t tmpl_len;
@@ -163,9 +176,6 @@ typedef struct pq_conn {
     pq_prep *preps;       /* PQ_MAX_PREPARED slots, a ring; NULL until a prepare */
     int prep_next;
     int prep_unnamed;     /* 0: no slot holds the unnamed statement */
-    pq_shape *shapes[PQ_SHAPES]; /* a ring; at most ~2 KiB each */
-    int shape_hit;        /* where the last match was: tried first */
-    int shape_next;       /* the slot the next new shape takes */
 } pq_conn;
 
 #define PQ_BUCKETS 256
@@ -315,8 +325,6 @@ static void conn_forget(const PGconn *conn)
         items_drop(pc);
     spares_free(pc);
     prep_clear(pc);
-    for (int i = 0; i < PQ_SHAPES; i++)
-        free(pc->shapes[i]);
     free(pc->db);
     free(pc->user);
     free(pc->host);
@@ -440,47 +448,6 @@ static void ignore_socket(PGconn *conn)
 }
 
 
-static void set_conn_tags(dds_span *s, PGconn *conn, pq_conn *pc)
-{
-    const char *db, *user, *host;
-    double port;
-    size_t dbl, userl, hostl;
-    if (pc && !pc->tags_read && api.status(conn) == CONNECTION_OK) {
-        pc->db = tag_dup(api.db(conn));
-        pc->user = tag_dup(api.user(conn));
-        pc->host = tag_dup(api.host(conn));
-        pc->db_len = pc->db ? strlen(pc->db) : 0;
-        pc->user_len = pc->user ? strlen(pc->user) : 0;
-        pc->host_len = pc->host ? strlen(pc->host) : 0;
-        const char *p = api.port(conn);
-        pc->port = p && *p ? strtod(p, NULL) : 0;
-        pc->tags_read = 1;
-    }
-    if (pc && pc->tags_read) {
-        /* The common case: the strings kept at the first statement. */
-        db = pc->db, user = pc->user, host = pc->host, port = pc->port;
-        dbl = pc->db_len, userl = pc->user_len, hostl = pc->host_len;
-    } else {
-        db = api.db(conn), user = api.user(conn), host = api.host(conn);
-        const char *p = api.port(conn);
-        port = p && *p ? strtod(p, NULL) : 0;
-        dbl = db ? strnlen(db, PQ_TAG_MAX) : 0;
-        userl = user ? strnlen(user, PQ_TAG_MAX) : 0;
-        hostl = host ? strnlen(host, PQ_TAG_MAX) : 0;
-    }
-    if (dbl) {
-        dds_span_set_meta_n(s, "db.name", db, dbl);
-        dds_span_set_meta_n(s, "peer.service", db, dbl);
-        dds_span_set_meta(s, "_dd.peer.service.source", "db.name");
-    }
-    if (userl)
-        dds_span_set_meta_n(s, "db.user", user, userl);
-    if (hostl)
-        dds_span_set_meta_n(s, "out.host", host, hostl);
-    if (port > 0)
-        dds_span_set_metric(s, "network.destination.port", port);
-}
-
 /* What a statement call is about: the resource comes from it. */
 enum { RES_SQL, RES_EXECUTE, RES_DESCRIBE, RES_DESCRIBE_PORTAL };
 
@@ -505,20 +472,28 @@ static void call_begin(pq_call *c, PGconn *conn)
 
 /* ---- statement shapes: obfuscated text reused -------------------------- */
 
+/* The writer's shapes. Deferred work can also run on an application thread
+ * (an error, a sampling decision at finish): whoever finds the ring busy
+ * obfuscates without it, which gives the same text. */
+static struct {
+    pq_shape *ring[PQ_SHAPES]; /* at most ~2 KiB each */
+    int hit;                   /* where the last match was: tried first */
+    int next;                  /* the slot the next new shape takes */
+} shapes;
+static int shapes_busy;
+
 /* The remembered shape sql[0..len) has, if any: the last one matched is tried
  * first, then the one after it (a program cycling through a few statements
  * finds each at the first or second try). */
-static const pq_shape *shape_find(pq_conn *pc, const char *sql, size_t len)
+static const pq_shape *shape_find(const char *sql, size_t len)
 {
-    if (len > DDS_SQL_SHAPE_MAX_INPUT)
-        return NULL;
     for (int k = 0; k < PQ_SHAPES; k++) {
-        int i = (pc->shape_hit + k) % PQ_SHAPES;
-        const pq_shape *sh = pc->shapes[i];
+        int i = (shapes.hit + k) % PQ_SHAPES;
+        const pq_shape *sh = shapes.ring[i];
         if (sh == NULL)
             continue;
         if (dds_sql_shape_match(sh->data, sh->tmpl_len, sh->cut, sh->ncuts, sql, len)) {
-            pc->shape_hit = i;
+            shapes.hit = i;
             return sh;
         }
     }
@@ -526,7 +501,7 @@ static const pq_shape *shape_find(pq_conn *pc, const char *sql, size_t len)
 }
 
 /* Remember a statement's shape and its obfuscated text res[0..n). */
-static void shape_put(pq_conn *pc, const dds_sql_shape *shape, const char *res, size_t n)
+static void shape_put(const dds_sql_shape *shape, const char *res, size_t n)
 {
     pq_shape *sh = malloc(sizeof *sh + shape->len + n + 1);
     if (sh == NULL)
@@ -539,77 +514,209 @@ static void shape_put(pq_conn *pc, const dds_sql_shape *shape, const char *res, 
     sh->res = sh->data + shape->len;
     memcpy(sh->res, res, n);
     sh->res[n] = '\0';
-    int i = pc->shape_next;
-    free(pc->shapes[i]);
-    pc->shapes[i] = sh;
-    pc->shape_hit = i;
-    pc->shape_next = (i + 1) % PQ_SHAPES;
+    int i = shapes.next;
+    free(shapes.ring[i]);
+    shapes.ring[i] = sh;
+    shapes.hit = i;
+    shapes.next = (i + 1) % PQ_SHAPES;
 }
 
-/* A statement's resource: the obfuscated text of sql. */
-static void set_sql_resource(dds_span *s, const char *sql, pq_conn *pc)
+/* A statement's resource: the obfuscated text of sql[0..len) (len at most
+ * DDS_SQL_MAX_INPUT + 1: dds_sql_obfuscate marks the cut). */
+static void set_sql_resource(dds_span *s, const char *sql, size_t len)
 {
-    size_t len = strnlen(sql, DDS_SQL_MAX_INPUT + 1);
-    const pq_shape *sh = pc ? shape_find(pc, sql, len) : NULL;
-    if (sh) {
-        if (sh->res_len > 0)
-            dds_span_set_resource_n(s, sh->res, sh->res_len);
-        return;
-    }
-    /* Not a prepare: nothing to keep but the shape, no malloc for the text. */
     char ob[DDS_SQL_MAX_OUTPUT + 4];
     size_t n;
-    if (pc && len <= DDS_SQL_SHAPE_MAX_INPUT) {
-        dds_sql_shape shape;
-        n = dds_sql_obfuscate_shape(sql, len, ob, sizeof ob, &shape);
-        if (shape.ok)
-            shape_put(pc, &shape, ob, n);
-    } else {
-        n = dds_sql_obfuscate(sql, len, ob, sizeof ob);
+    if (len <= DDS_SQL_SHAPE_MAX_INPUT &&
+        !__atomic_exchange_n(&shapes_busy, 1, __ATOMIC_ACQUIRE)) {
+        const pq_shape *sh = shape_find(sql, len);
+        if (sh) {
+            if (sh->res_len > 0)
+                dds_span_set_resource_n(s, sh->res, sh->res_len);
+        } else {
+            dds_sql_shape shape;
+            n = dds_sql_obfuscate_shape(sql, len, ob, sizeof ob, &shape);
+            if (shape.ok)
+                shape_put(&shape, ob, n);
+            if (n > 0)
+                dds_span_set_resource_n(s, ob, n);
+        }
+        __atomic_store_n(&shapes_busy, 0, __ATOMIC_RELEASE);
+        return;
     }
+    n = dds_sql_obfuscate(sql, len, ob, sizeof ob);
     if (n > 0)
         dds_span_set_resource_n(s, ob, n);
 }
 
-static void set_resource(dds_span *s, int kind, const char *arg, pq_conn *pc, char **obfuscated)
+/* ---- a span's tags and resource, left to the writer --------------------- */
+
+/* What call_describe leaves to the writer (dds_span_defer), one blob per
+ * span: this header, then the bytes of db, user and host (the connection's
+ * tags, copied: the pq_conn may be gone by then), then `text`: the
+ * statement to obfuscate (RES_SQL) or the name in the resource (the other
+ * kinds). The blob is not aligned: the header is copied out. */
+enum { RES_SET = 255 }; /* the resource was set on the application thread */
+
+typedef struct pq_deferred {
+    const char *fn;     /* the hook's name, a string literal */
+    double port;        /* 0: none */
+    double rows;        /* db.row_count, when has_rows: written at finish */
+    uint32_t text_len;
+    uint16_t db_len, user_len, host_len;
+    uint8_t fn_len;
+    uint8_t res;        /* RES_*, or RES_SET */
+    uint8_t has_rows;
+} pq_deferred;
+
+#define PQ_DEFERRED_MAX (sizeof(pq_deferred) + 3 * PQ_TAG_MAX + PQ_DEFER_SQL_MAX)
+
+/* The span's tags and resource, in the order the encoder will emit them
+ * (meta and metrics keep insertion order). Runs on the writer, before the
+ * chunk is sampled; on the application thread when the span needs them
+ * sooner (set_error) or when the blob could not be kept. */
+static void describe_deferred(dds_span *s, const void *data, size_t len)
 {
-    char buf[PQ_NAME_MAX + 32];
-    const char *name = arg ? arg : "";
-    switch (kind) {
-    case RES_SQL: {
-        if (obfuscated == NULL) {
-            if (arg)
-                set_sql_resource(s, arg, pc);
-            return;
-        }
-        char *o = dds_sql_obfuscate_dup(arg);
-        if (o && *o)
-            dds_span_set_resource(s, o);
-        *obfuscated = o;
+    pq_deferred h;
+    if (len < sizeof h)
         return;
+    memcpy(&h, data, sizeof h);
+    const char *db = (const char *)data + sizeof h;
+    const char *user = db + h.db_len, *host = user + h.user_len, *text = host + h.host_len;
+    dds_span_set_meta(s, "db.system", "postgresql");
+    dds_span_set_meta(s, "component", "libpq");
+    dds_span_set_meta(s, "span.kind", "client");
+    dds_span_set_meta_n(s, "libpq.function", h.fn, h.fn_len);
+    dds_span_set_metric(s, "_dd.measured", 1);
+    if (h.db_len) {
+        dds_span_set_meta_n(s, "db.name", db, h.db_len);
+        dds_span_set_meta_n(s, "peer.service", db, h.db_len);
+        dds_span_set_meta(s, "_dd.peer.service.source", "db.name");
     }
-    case RES_EXECUTE: {
-        pq_prep *p = prep_find(pc, name, name_hash(name));
-        if (p) {
-            dds_span_set_resource(s, p->text);
-            return;
-        }
-        snprintf(buf, sizeof buf, "EXECUTE %.*s", PQ_NAME_MAX, *name ? name : "<unnamed>");
+    if (h.user_len)
+        dds_span_set_meta_n(s, "db.user", user, h.user_len);
+    if (h.host_len)
+        dds_span_set_meta_n(s, "out.host", host, h.host_len);
+    if (h.port > 0)
+        dds_span_set_metric(s, "network.destination.port", h.port);
+    char buf[PQ_NAME_MAX + 32];
+    int n = (int)(h.text_len < PQ_NAME_MAX ? h.text_len : PQ_NAME_MAX);
+    const char *name = n ? text : "<unnamed>";
+    n = n ? n : (int)sizeof "<unnamed>" - 1;
+    switch (h.res) {
+    case RES_SET:
         break;
-    }
+    case RES_SQL:
+        set_sql_resource(s, text, h.text_len);
+        break;
+    case RES_EXECUTE:
+        snprintf(buf, sizeof buf, "EXECUTE %.*s", n, name);
+        dds_span_set_resource(s, buf);
+        break;
     case RES_DESCRIBE:
-        snprintf(buf, sizeof buf, "DESCRIBE %.*s", PQ_NAME_MAX, *name ? name : "<unnamed>");
+        snprintf(buf, sizeof buf, "DESCRIBE %.*s", n, name);
+        dds_span_set_resource(s, buf);
         break;
     default:
-        snprintf(buf, sizeof buf, "DESCRIBE PORTAL %.*s", PQ_NAME_MAX, *name ? name : "<unnamed>");
+        snprintf(buf, sizeof buf, "DESCRIBE PORTAL %.*s", n, name);
+        dds_span_set_resource(s, buf);
         break;
     }
-    dds_span_set_resource(s, buf);
+    if (h.has_rows)
+        dds_span_set_metric(s, "db.row_count", h.rows);
 }
 
-/* After the real call: tags and resource. Returns the connection's state
- * (created if need be). For a PQprepare/PQsendPrepare, *obfuscated receives the
- * obfuscated text (malloc'd) to remember under the statement's name. */
+static char *put_bytes(char *p, const char *v, size_t n)
+{
+    if (n)
+        memcpy(p, v, n);
+    return p + n;
+}
+
+/* The connection's tags into the blob at p: the strings kept at its first
+ * statement, or read now while it is not yet up. Returns the end. */
+static char *put_conn_tags(pq_deferred *h, char *p, PGconn *conn, pq_conn *pc)
+{
+    if (pc && !pc->tags_read && api.status(conn) == CONNECTION_OK) {
+        pc->db = tag_dup(api.db(conn));
+        pc->user = tag_dup(api.user(conn));
+        pc->host = tag_dup(api.host(conn));
+        pc->db_len = pc->db ? strlen(pc->db) : 0;
+        pc->user_len = pc->user ? strlen(pc->user) : 0;
+        pc->host_len = pc->host ? strlen(pc->host) : 0;
+        const char *port = api.port(conn);
+        pc->port = port && *port ? strtod(port, NULL) : 0;
+        pc->tags_read = 1;
+    }
+    const char *db, *user, *host;
+    if (pc && pc->tags_read) {
+        /* The common case. */
+        db = pc->db, user = pc->user, host = pc->host, h->port = pc->port;
+        h->db_len = (uint16_t)pc->db_len;
+        h->user_len = (uint16_t)pc->user_len;
+        h->host_len = (uint16_t)pc->host_len;
+    } else {
+        db = api.db(conn), user = api.user(conn), host = api.host(conn);
+        const char *port = api.port(conn);
+        h->port = port && *port ? strtod(port, NULL) : 0;
+        h->db_len = db ? (uint16_t)strnlen(db, PQ_TAG_MAX) : 0;
+        h->user_len = user ? (uint16_t)strnlen(user, PQ_TAG_MAX) : 0;
+        h->host_len = host ? (uint16_t)strnlen(host, PQ_TAG_MAX) : 0;
+    }
+    p = put_bytes(p, db, h->db_len);
+    p = put_bytes(p, user, h->user_len);
+    return put_bytes(p, host, h->host_len);
+}
+
+/* The resource: what the writer needs to make it into the blob at p, or set
+ * now (a prepared statement's remembered text, a statement too long to
+ * copy). For a PQprepare (obfuscated != NULL) the text is obfuscated now:
+ * its name keeps it. Returns the end. */
+static char *put_resource(pq_deferred *h, char *p, dds_span *s, int kind, const char *arg,
+                          pq_conn *pc, char **obfuscated)
+{
+    h->res = RES_SET;
+    const char *name = arg ? arg : "";
+    size_t n;
+    switch (kind) {
+    case RES_SQL:
+        if (obfuscated) {
+            char *o = dds_sql_obfuscate_dup(arg);
+            if (o && *o)
+                dds_span_set_resource(s, o);
+            *obfuscated = o;
+            return p;
+        }
+        if (arg == NULL)
+            return p;
+        n = strnlen(arg, DDS_SQL_MAX_INPUT + 1);
+        if (n > PQ_DEFER_SQL_MAX) {
+            set_sql_resource(s, arg, n);
+            return p;
+        }
+        break;
+    case RES_EXECUTE: {
+        pq_prep *pp = prep_find(pc, name, name_hash(name));
+        if (pp) {
+            dds_span_set_resource(s, pp->text);
+            return p;
+        }
+        n = strnlen(name, PQ_NAME_MAX);
+        break;
+    }
+    default:
+        n = strnlen(name, PQ_NAME_MAX);
+        break;
+    }
+    h->res = (uint8_t)kind;
+    h->text_len = (uint32_t)n;
+    return put_bytes(p, arg ? arg : "", n);
+}
+
+/* After the real call: what the span's tags and resource will be. Returns
+ * the connection's state (created if need be). For a PQprepare/PQsendPrepare,
+ * *obfuscated receives the obfuscated text (malloc'd) to remember under the
+ * statement's name. */
 static pq_conn *call_describe(pq_call *c, const char *fn, size_t fn_len, int kind,
                               const char *arg, char **obfuscated)
 {
@@ -620,21 +727,26 @@ static pq_conn *call_describe(pq_call *c, const char *fn, size_t fn_len, int kin
     dds_span *s = c->span;
     if (s == NULL)
         return pc;
-    dds_span_set_meta(s, "db.system", "postgresql");
-    dds_span_set_meta(s, "component", "libpq");
-    dds_span_set_meta(s, "span.kind", "client");
-    dds_span_set_meta_n(s, "libpq.function", fn, fn_len);
-    dds_span_set_metric(s, "_dd.measured", 1);
+    char blob[PQ_DEFERRED_MAX];
+    pq_deferred h = {.fn = fn, .fn_len = (uint8_t)fn_len};
+    char *p = blob + sizeof h;
     if (c->conn)
-        set_conn_tags(s, c->conn, pc);
-    set_resource(s, kind, arg, pc, obfuscated);
+        p = put_conn_tags(&h, p, c->conn, pc);
+    p = put_resource(&h, p, s, kind, arg, pc, obfuscated);
+    memcpy(blob, &h, sizeof h);
+    size_t n = (size_t)(p - blob);
+    if (dds_span_defer(s, describe_deferred, blob, n) != 0)
+        describe_deferred(s, blob, n);
     return pc;
 }
 
 /* error.message: the first line of libpq's message, without the values it
- * may quote (core/sql.h); error.type: the SQLSTATE. */
+ * may quote (core/sql.h); error.type: the SQLSTATE. The message is checked
+ * against the resource, and its tags come after the others: the deferred
+ * work runs now (errors are rare). */
 static void set_error(dds_span *s, const char *msg, const PGresult *r)
 {
+    dds_span_run_deferred(s);
     char line[512];
     size_t n = dds_sql_error_message(msg, s->resource, line, sizeof line);
     dds_span_set_error(s, n ? line : NULL);
@@ -685,8 +797,17 @@ static void item_finish(pq_item *it, int64_t end_mono)
 {
     if (it->span == NULL)
         return;
-    if (it->has_rows)
-        dds_span_set_metric(it->span, "db.row_count", it->rows);
+    if (it->has_rows) {
+        /* Still to be described: the count goes with the rest, after it. */
+        char *d = dds_span_deferred_data(it->span);
+        if (d) {
+            uint8_t one = 1;
+            memcpy(d + offsetof(pq_deferred, rows), &it->rows, sizeof it->rows);
+            memcpy(d + offsetof(pq_deferred, has_rows), &one, 1);
+        } else {
+            dds_span_set_metric(it->span, "db.row_count", it->rows);
+        }
+    }
     if (end_mono)
         dds_span_finish_at(it->span, end_mono);
     else
