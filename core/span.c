@@ -208,6 +208,8 @@ dds_trace_context *dds_trace_ctx_mut(dds_trace *t)
     return c;
 }
 
+static void finalize_locked(dds_trace *t);
+
 static dds_trace *trace_new(const dds_trace_context *remote)
 {
     dds_trace *t = pool_get(&trace_pool, sizeof *t);
@@ -269,9 +271,9 @@ dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent
             goto started;
         }
         /* The parent's chunk is gone: continue the same trace in a new chunk,
-         * with its decision (made now if it was left to the writer). */
-        if (!t->sampling.decided)
-            dds_trace_decide_hook(t, t->finished);
+         * with its decision (made now, after the chunk's deferred work, if it
+         * was left to the writer). */
+        finalize_locked(t);
         dds_trace_context c;
         memcpy(&c, t->ctx, dds_context_size(t->ctx));
         c.trace_id_hi = t->trace_id_hi;
@@ -508,15 +510,28 @@ void dds_trace_decide(dds_trace *t, const dds_span *root)
     pthread_mutex_unlock(&t->mu);
 }
 
-void dds_trace_finalize(dds_trace *t)
+/* dds_trace_finalize with t->mu held. Under the lock because a late child
+ * of a completed chunk (dds_span_start_at) may finalize it on its own
+ * thread while the writer is about to. */
+static void finalize_locked(dds_trace *t)
 {
-    if (t == NULL || t->finalized)
+    if (t->finalized)
         return;
     for (dds_span *s = t->finished; s; s = s->next)
         dds_span_run_deferred(s);
     /* The local root leads the list (dds_span_finish_at). */
-    dds_trace_decide(t, t->finished);
+    if (!t->sampling.decided)
+        dds_trace_decide_hook(t, t->finished);
     t->finalized = 1;
+}
+
+void dds_trace_finalize(dds_trace *t)
+{
+    if (t == NULL)
+        return;
+    pthread_mutex_lock(&t->mu);
+    finalize_locked(t);
+    pthread_mutex_unlock(&t->mu);
 }
 
 void dds_span_finish_at(dds_span *s, int64_t mono_ns)

@@ -209,7 +209,9 @@ void dds_trace_decide(dds_trace *t, const dds_span *root);
  * the spans' deferred work (dds_span_defer), then make the sampling
  * decision if nothing made it yet (a chunk whose spans all finished at
  * once, and that injected nothing, is decided here rather than on the
- * application thread). Idempotent. */
+ * application thread). Idempotent; under the trace's mutex, since a late
+ * child of the chunk's root (dds_span_start_at) finalizes it first on its
+ * own thread when it gets there before the writer. */
 void dds_trace_finalize(dds_trace *t);
 
 /* Release the chunk's reference to a completed trace (the writer calls this

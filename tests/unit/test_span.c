@@ -322,6 +322,44 @@ static void test_defer_data_written_late_and_run_now(void **state)
     dds_trace_decide_hook = saved;
 }
 
+/* The writer finalizing a completed chunk while a late child of its root
+ * starts on another thread: both run the deferred work under the trace's
+ * lock, once (ThreadSanitizer checks this in make reliability). */
+static void *finalize_thread(void *arg)
+{
+    dds_trace_finalize(arg);
+    return NULL;
+}
+
+static void test_finalize_races_late_child(void **state)
+{
+    (void)state;
+    void (*saved)(dds_trace *, const dds_span *) = dds_trace_decide_hook;
+    dds_trace_decide_hook = decide_seeing_tags;
+    for (int round = 0; round < 200; round++) {
+        ncompleted = 0;
+        nfinal = ndecided = 0;
+        dds_span *a = dds_span_start("redis.command", "redis", NULL, NULL);
+        dds_span_defer(a, deferred_tags, "GET", 3);
+        dds_span_finish(a);
+        dds_trace *t = completed[0];
+        pthread_t th;
+        pthread_create(&th, NULL, finalize_thread, t);
+        dds_span *late = dds_span_start("late", "http", a, NULL);
+        pthread_join(th, NULL);
+        assert_int_equal(nfinal, 1);
+        assert_int_equal(ndecided, 1); /* whichever thread came first */
+        assert_int_equal(late->trace->sampling.decided, 1); /* inherited */
+        dds_span_finish(late);
+        dds_trace_finalize(completed[1]);
+        assert_int_equal(ndecided, 1);
+        assert_string_equal(seen_res, "redis/GET");
+        dds_trace_free(completed[0]);
+        dds_trace_free(completed[1]);
+    }
+    dds_trace_decide_hook = saved;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -332,6 +370,7 @@ int main(void)
         cmocka_unit_test_setup(test_finish_on_another_thread, setup),
         cmocka_unit_test_setup(test_defer_runs_on_finalize, setup),
         cmocka_unit_test_setup(test_decided_at_first_finish_when_others_open, setup),
+        cmocka_unit_test_setup(test_finalize_races_late_child, setup),
         cmocka_unit_test_setup(test_defer_data_written_late_and_run_now, setup),
     };
     return cmocka_run_group_tests_name("span", tests, NULL, NULL);
