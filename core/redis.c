@@ -140,6 +140,44 @@ long dds_redis_parse(const char *buf, size_t len, dds_redis_cmd *out)
     return r;
 }
 
+static int needs_args(const dds_redis_cmd *c);
+static void set_head_name(dds_redis_cmd *out);
+
+long dds_redis_parse_head(const char *buf, size_t len, dds_redis_cmd *out)
+{
+    out->argc = 0;
+    out->nargs = 0;
+    out->truncated = 0;
+    if (buf == NULL || len == 0 || buf[0] != '*')
+        return dds_redis_parse(buf, len, out);
+    size_t pos = 1;
+    unsigned long long n, alen;
+    int r = read_num(buf, len, &pos, 1000000000ULL, &n);
+    if (r > 0 && n > 0) {
+        if (pos >= len)
+            r = 0;
+        else if (buf[pos] != '$')
+            r = -1;
+        else {
+            pos++;
+            r = read_num(buf, len, &pos, 1ULL << 40, &alen);
+        }
+        if (r > 0 && (len - pos < 2 || alen > len - pos - 2))
+            r = 0;
+        else if (r > 0 && (buf[pos + alen] != '\r' || buf[pos + alen + 1] != '\n'))
+            r = -1;
+    }
+    if (r <= 0) /* what dds_redis_parse makes of it */
+        return dds_redis_parse(buf, len, out);
+    out->argc = (long)n;
+    if (n > 0)
+        add_arg(out, 0, buf + pos, (size_t)alen);
+    set_head_name(out);
+    if (needs_args(out))
+        return dds_redis_parse(buf, len, out);
+    return n > 0 ? (long)(pos + alen + 2) : (long)pos;
+}
+
 void dds_redis_from_argv(dds_redis_cmd *out, int argc, const char *const *argv,
                          const size_t *argvlen)
 {
@@ -207,7 +245,7 @@ static int is_word(const dds_redis_arg *a)
     return 1;
 }
 
-enum { CL_TWO_WORD = 1, CL_PUBSUB = 2, CL_KEEP_ALL = 4 };
+enum { CL_TWO_WORD = 1, CL_PUBSUB = 2, CL_KEEP_ALL = 4, CL_ARGS = 8 };
 
 /* Commands named by two words in the resource. The Agent's quantizer uses the
  * first six; the others are containers of subcommands just the same. */
@@ -260,6 +298,15 @@ static int small_uint(const dds_redis_arg *a, int maxdigits)
         v = v * 10 + (a->p[i] - '0');
     }
     return v;
+}
+
+/* The commands dds_redis_parse_head reads whole: their arguments matter to
+ * the hook while the command is sent. */
+static const char *const with_args[] = {"SELECT", NULL};
+
+static int needs_args(const dds_redis_cmd *c)
+{
+    return (c->name_class & CL_ARGS) != 0;
 }
 
 int dds_redis_select_db(const dds_redis_cmd *c)
@@ -345,6 +392,7 @@ typedef struct name_ent {
 } name_ent;
 
 static name_ent ntab[NT_SLOTS];
+static uint32_t head_lens; /* bit n: some name of n bytes matters to a head */
 static pthread_once_t ntab_once = PTHREAD_ONCE_INIT;
 
 static unsigned name_hash(const char *s, size_t n)
@@ -385,6 +433,26 @@ static void ntab_build(void)
         ntab_add(pubsub[i], CL_PUBSUB, -1);
     for (int i = 0; keep_all[i]; i++)
         ntab_add(keep_all[i], CL_KEEP_ALL, -1);
+    for (int i = 0; with_args[i]; i++)
+        ntab_add(with_args[i], CL_ARGS, -1);
+    for (int i = 0; pubsub[i]; i++)
+        head_lens |= 1u << strlen(pubsub[i]);
+    for (int i = 0; with_args[i]; i++)
+        head_lens |= 1u << strlen(with_args[i]);
+}
+
+/* What a head needs of its name, without the table's lookup for most names
+ * (GET, SET, ...): the length of a pub/sub or SELECT name is in head_lens. */
+static void set_head_name(dds_redis_cmd *out)
+{
+    pthread_once(&ntab_once, ntab_build);
+    if (out->nargs > 0 && out->arg[0].len < 32 && !((head_lens >> out->arg[0].len) & 1)) {
+        upper_name(&out->arg[0], out->name);
+        out->name_class = 0;
+        out->name_rule = -1; /* not looked up: a head has no use for it */
+        return;
+    }
+    set_name(out);
 }
 
 /* The parser's last step: the upper-cased name and what the tables say of it. */

@@ -54,6 +54,16 @@ typedef struct dds_redis_cmd {
  * does not start with a command. out is always initialised. */
 long dds_redis_parse(const char *buf, size_t len, dds_redis_cmd *out);
 
+/* Only as much of the command at the start of buf as a hook needs while the
+ * command is sent: its name (and so dds_redis_is_pubsub), and every argument
+ * only for the commands whose arguments change how the connection behaves
+ * (SELECT: dds_redis_select_db). The rest of a RESP multibulk is not read,
+ * so out->nargs may be 1 while argc says more; dds_redis_parse the same
+ * bytes for the resource and redis.raw_command. Inline commands are parsed
+ * whole. Returns > 0 when the name (or the whole command) was read, else as
+ * dds_redis_parse. */
+long dds_redis_parse_head(const char *buf, size_t len, dds_redis_cmd *out);
+
 /* The same from hiredis's argv form; argvlen may be NULL (then strlen). */
 void dds_redis_from_argv(dds_redis_cmd *out, int argc, const char *const *argv,
                          const size_t *argvlen);

@@ -389,6 +389,61 @@ static void test_select_and_pubsub(void **state)
     assert_false(dds_redis_is_pubsub(argv_cmd(W("GET", "k"))));
 }
 
+/* A head says what the hook needs (pub/sub, SELECT's index) as a full parse
+ * would, reads only the name of the other commands, and fails exactly where
+ * a full parse fails on what it reads. */
+static void test_parse_head(void **state)
+{
+    (void)state;
+    const char *const *const cases[] = {
+        W("SET", "key", "value"), W("get", "k"), W("SELECT", "3"), W("select", "x"),
+        W("SUBSCRIBE", "a", "b"), W("punsubscribe"), W("MONITOR"), W("PUBLISH", "a", "b"),
+        W("SSUBSCRIBE", "c"), W("SUNSUBSCRIBE"), W("SELECTX", "1"), W("CLIENT", "LIST"),
+    };
+    static dds_redis_cmd full;
+    char buf[256];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t n = resp(buf, sizeof buf, cases[i]);
+        long whole = dds_redis_parse(buf, n, &full);
+        long head = dds_redis_parse_head(buf, n, &cmd);
+        assert_true(head > 0 && head <= whole);
+        assert_int_equal(cmd.argc, full.argc);
+        assert_string_equal(cmd.name, full.name);
+        assert_int_equal(dds_redis_is_pubsub(&cmd), dds_redis_is_pubsub(&full));
+        assert_int_equal(dds_redis_select_db(&cmd), dds_redis_select_db(&full));
+    }
+    /* SELECT is read whole; GET only as far as its name. */
+    size_t n = resp(buf, sizeof buf, W("SELECT", "7"));
+    assert_int_equal(dds_redis_parse_head(buf, n, &cmd), (long)n);
+    assert_int_equal(cmd.nargs, 2);
+    assert_int_equal(dds_redis_select_db(&cmd), 7);
+    n = resp(buf, sizeof buf, W("GET", "key"));
+    assert_int_equal(dds_redis_parse_head(buf, n, &cmd), (long)strlen("*2\r\n$3\r\nGET\r\n"));
+    assert_int_equal(cmd.nargs, 1);
+    assert_int_equal(cmd.argc, 2);
+    /* No arguments at all. */
+    assert_int_equal(dds_redis_parse_head("*0\r\n", 4, &cmd), 4);
+    assert_int_equal(cmd.nargs, 0);
+    assert_false(dds_redis_is_pubsub(&cmd));
+    /* Cut or broken inside the name: as dds_redis_parse. */
+    n = resp(buf, sizeof buf, W("SUBSCRIBE", "chan"));
+    for (size_t cut = 0; cut < strlen("*2\r\n$9\r\nSUBSCRIBE\r\n"); cut++) {
+        char copy[64];
+        memcpy(copy, buf, cut);
+        assert_int_equal(dds_redis_parse_head(copy, cut, &cmd), dds_redis_parse(copy, cut, &full));
+        assert_int_equal(cmd.truncated, full.truncated);
+    }
+    static const char *const bad[] = {"*1\r\n:3\r\nGET\r\n", "*1\r\n$3\r\nGETX\r\n", "*x\r\n",
+                                      "*1\r\n$-1\r\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(dds_redis_parse_head(bad[i], strlen(bad[i]), &cmd), -1);
+    /* Inline commands are read whole. */
+    assert_int_equal(dds_redis_parse_head("select 4\r\n", 10, &cmd), 10);
+    assert_int_equal(dds_redis_select_db(&cmd), 4);
+    assert_int_equal(dds_redis_parse_head("GET a b\n", 8, &cmd), 8);
+    assert_int_equal(cmd.nargs, 3);
+}
+
 static void test_error_text(void **state)
 {
     (void)state;
@@ -425,6 +480,7 @@ int main(void)
         cmocka_unit_test(test_obfuscate_defaults),
         cmocka_unit_test(test_raw_command_bounds),
         cmocka_unit_test(test_select_and_pubsub),
+        cmocka_unit_test(test_parse_head),
         cmocka_unit_test(test_error_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
