@@ -19,6 +19,16 @@
  * callbacks are never wrapped, their spans end when the command is queued, and
  * from then on that context is in "direct" mode (nothing wrapped or queued).
  *
+ * A span's resource and tags come from its command's bytes: the hook only
+ * copies them, with the peer and, at the reply, the database index, into
+ * the span (dds_span_defer), and the writer thread parses them and sets the
+ * tags (redis_finalize), in the order they were always set. The
+ * application thread reads only what it acts on: the command's name
+ * (pub/sub) and SELECT's argument (dds_redis_parse_head). Spans with a
+ * local parent, whose trace may be sampled when they finish, and commands
+ * over DEFER_CMD_MAX bytes are tagged at once; an error reply or a late
+ * peer runs the deferred work first, so that its tags still come after.
+ *
  * hiredis calls itself through the PLT (redisCommand -> redisvCommand ->
  * redisvAppendCommand + redisGetReply): a per-thread depth counter makes the
  * outermost hook the only one that traces.
@@ -479,32 +489,80 @@ static void snap(const rctx *r, peer_snap *p)
     p->port = r->port;
 }
 
-static void set_peer(dds_span *s, const peer_snap *p)
+static void set_peer_n(dds_span *s, const char *host, size_t hostlen, int port)
 {
-    if (p->host[0]) {
-        dds_span_set_meta_n(s, "out.host", p->host, p->hostlen);
-        dds_span_set_meta_n(s, "peer.service", p->host, p->hostlen);
+    if (hostlen) {
+        dds_span_set_meta_n(s, "out.host", host, hostlen);
+        dds_span_set_meta_n(s, "peer.service", host, hostlen);
         dds_span_set_meta(s, "_dd.peer.service.source", "out.host");
     }
-    if (p->port > 0)
-        dds_span_set_metric(s, "network.destination.port", p->port);
+    if (port > 0)
+        dds_span_set_metric(s, "network.destination.port", port);
 }
 
-/* A command sent while a non-blocking connect was still in progress had no
- * peer yet; by its reply the socket knows it. */
-static void set_late_peer(dds_span *s, const peer_snap *p)
+static void set_peer(dds_span *s, const peer_snap *p)
 {
-    if (s && p->host[0] && dds_span_get_meta(s, "out.host") == NULL)
-        set_peer(s, p);
+    set_peer_n(s, p->host, p->hostlen, p->port);
 }
 
-static dds_span *span_begin(const dds_redis_cmd *cmd, const peer_snap *p)
+/* A command as a hook has it: cmd is what op_begin needs (the head of a
+ * RESP command: dds_redis_parse_head, unless whole), resp its bytes (NULL
+ * for the argv form, whose cmd is always whole). */
+typedef struct rcmd {
+    dds_redis_cmd cmd;
+    int whole;
+    const char *resp;
+    size_t len;
+} rcmd;
+
+/* Commands up to this size leave their resource and tags to the writer
+ * (redis_finalize): the application thread only copies their bytes. A
+ * longer one is parsed and tagged at once, as it always was. */
+#define DEFER_CMD_MAX 2048
+
+/* Deferred when the span will be a chunk of its own (no local parent): a
+ * chunk that completes undecided is sampled on the writer, after the
+ * deferred work. A child may be the span its trace is sampled on, when it
+ * finishes (dds_span_finish): rules must see its resource then. */
+static int want_defer(size_t len)
+{
+    return len <= DEFER_CMD_MAX && dds_active_span() == NULL;
+}
+
+/* Read a RESP buffer: only its head when the rest can wait for the writer.
+ * Returns what dds_redis_parse(_head) returned. */
+static long rcmd_parse(rcmd *rc, const char *buf, size_t len)
+{
+    rc->resp = buf;
+    rc->len = len;
+    rc->whole = !want_defer(len);
+    return rc->whole ? dds_redis_parse(buf, len, &rc->cmd)
+                     : dds_redis_parse_head(buf, len, &rc->cmd);
+}
+
+static void rcmd_argv(rcmd *rc, int argc, const char **argv, const size_t *argvlen)
+{
+    dds_redis_from_argv(&rc->cmd, argc, argv, argvlen);
+    rc->whole = 1;
+    rc->resp = NULL;
+    rc->len = 0;
+}
+
+/* The deferred bytes: this head (unaligned: memcpy), the host, the command
+ * as RESP. db is -1 until span_end writes the index the reply left. */
+typedef struct dhead {
+    int32_t db;
+    int32_t port;
+    uint32_t hostlen;
+} dhead;
+
+/* Every tag of the span but the ones its end adds, in the order they have
+ * always been set (span_begin, or the writer: redis_finalize). */
+static void span_tags(dds_span *s, const dds_redis_cmd *cmd, const char *host, size_t hostlen,
+                      int port)
 {
     char res[DDS_REDIS_RESOURCE_CAP];
     char raw[DDS_REDIS_RAW_CAP];
-    dds_span *s = dds_span_start("redis.command", "redis", dds_active_span(), NULL);
-    if (s == NULL)
-        return NULL;
     if (dds_redis_resource(cmd, res, sizeof res))
         dds_span_set_resource(s, res);
     if (dds_redis_raw_command(cmd, raw, sizeof raw))
@@ -514,7 +572,136 @@ static dds_span *span_begin(const dds_redis_cmd *cmd, const peer_snap *p)
     dds_span_set_meta(s, "component", "hiredis");
     dds_span_set_meta(s, "span.kind", "client");
     dds_span_set_metric(s, "_dd.measured", 1);
-    set_peer(s, p);
+    set_peer_n(s, host, hostlen, port);
+}
+
+static void set_db(dds_span *s, int db)
+{
+    /* The index as decimal, without snprintf (this runs per command). */
+    char buf[16];
+    char *p = buf + sizeof buf;
+    unsigned v = (unsigned)db;
+    do
+        *--p = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    size_t n = (size_t)(buf + sizeof buf - p);
+    dds_span_set_meta_n(s, "out.redis_db", p, n);
+    dds_span_set_meta_n(s, "db.redis.database_index", p, n);
+}
+
+/* On the writer (dds_trace_finalize), or on the application thread when
+ * the span's end has more to add (run_deferred). */
+static void redis_finalize(dds_span *s, const void *data, size_t len)
+{
+    dhead h;
+    dds_redis_cmd cmd;
+    if (len < sizeof h)
+        return;
+    memcpy(&h, data, sizeof h);
+    const char *host = (const char *)data + sizeof h;
+    if (h.hostlen > len - sizeof h)
+        return;
+    const char *resp = host + h.hostlen;
+    dds_redis_parse(resp, len - sizeof h - h.hostlen, &cmd);
+    span_tags(s, &cmd, host, h.hostlen, h.port);
+    if (h.db >= 0)
+        set_db(s, h.db);
+}
+
+/* The deferred work, now: before the end of a span adds tags that must come
+ * after it (an error, a late peer). Rare. */
+static void run_deferred(dds_span *s)
+{
+    dds_span_finalize_fn fn = s->finalize;
+    s->finalize = NULL;
+    fn(s, s->fdata, s->flen);
+}
+
+/* A RESP count line ("*3\r\n", "$5\r\n") at w, without snprintf (this runs
+ * per argument). Returns its end. */
+static char *put_count(char *w, char kind, size_t v)
+{
+    char num[24], *q = num + sizeof num;
+    do
+        *--q = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    *w++ = kind;
+    memcpy(w, q, (size_t)(num + sizeof num - q));
+    w += num + sizeof num - q;
+    *w++ = '\r';
+    *w++ = '\n';
+    return w;
+}
+
+/* Leave the tags to the writer: 0, or -1 (then the caller sets them). */
+static int defer_tags(dds_span *s, const rcmd *rc, const peer_snap *p)
+{
+    char blob[sizeof(dhead) + sizeof p->host + DEFER_CMD_MAX];
+    dhead h = {-1, p->port, (uint32_t)p->hostlen};
+    size_t n = sizeof h + p->hostlen;
+    memcpy(blob, &h, sizeof h);
+    memcpy(blob + sizeof h, p->host, p->hostlen);
+    if (rc->resp) {
+        if (rc->len > DEFER_CMD_MAX)
+            return -1;
+        memcpy(blob + n, rc->resp, rc->len);
+        n += rc->len;
+    } else {
+        /* The argv form, as RESP: the writer has one parser. */
+        const dds_redis_cmd *c = &rc->cmd;
+        char *w = blob + n;
+        char *end = w + DEFER_CMD_MAX;
+        if (c->argc != c->nargs)
+            return -1;
+        w = put_count(w, '*', (size_t)c->nargs);
+        for (int i = 0; i < c->nargs; i++) {
+            size_t al = c->arg[i].len;
+            if (al + 26 > (size_t)(end - w))
+                return -1;
+            w = put_count(w, '$', al);
+            memcpy(w, c->arg[i].p, al);
+            w += al;
+            *w++ = '\r';
+            *w++ = '\n';
+        }
+        n = (size_t)(w - blob);
+    }
+    return dds_span_defer(s, redis_finalize, blob, n);
+}
+
+/* A command sent while a non-blocking connect was still in progress had no
+ * peer yet; by its reply the socket knows it. */
+static void set_late_peer(dds_span *s, const peer_snap *p)
+{
+    if (s == NULL || p->host[0] == '\0')
+        return;
+    if (s->finalize == redis_finalize) {
+        dhead h;
+        memcpy(&h, s->fdata, sizeof h);
+        if (h.hostlen)
+            return;
+        run_deferred(s);
+    }
+    if (dds_span_get_meta(s, "out.host") == NULL)
+        set_peer(s, p);
+}
+
+static dds_span *span_begin(const rcmd *rc, const peer_snap *p)
+{
+    dds_span *parent = dds_active_span();
+    dds_span *s = dds_span_start("redis.command", "redis", parent, NULL);
+    if (s == NULL)
+        return NULL;
+    if (parent == NULL && (rc->resp == NULL || rc->len <= DEFER_CMD_MAX) &&
+        defer_tags(s, rc, p) == 0)
+        return s;
+    if (rc->whole) {
+        span_tags(s, &rc->cmd, p->host, p->hostlen, p->port);
+    } else {
+        dds_redis_cmd full;
+        dds_redis_parse(rc->resp, rc->len, &full);
+        span_tags(s, &full, p->host, p->hostlen, p->port);
+    }
     return s;
 }
 
@@ -525,22 +712,23 @@ static void span_end(dds_span *s, const void *reply, const char *err, int db)
     char buf[512];
     if (s == NULL)
         return;
-    if (reply && reply_is_error(reply))
+    int failed = reply ? reply_is_error(reply) : err != NULL;
+    if (s->finalize == redis_finalize) {
+        if (!failed) {
+            /* The usual end: the index goes with the deferred bytes. */
+            int32_t d = db;
+            memcpy((char *)s->fdata + offsetof(dhead, db), &d, sizeof d);
+            dds_span_finish(s);
+            return;
+        }
+        run_deferred(s); /* error.message comes after the command's tags */
+    }
+    if (reply && failed)
         dds_span_set_error(s, reply_error_text(reply, buf, sizeof buf));
     else if (reply == NULL && err)
         dds_span_set_error(s, err);
-    if (db >= 0) {
-        /* The index as decimal, without snprintf (this runs per command). */
-        char *p = buf + 16;
-        *p = '\0';
-        unsigned v = (unsigned)db;
-        do
-            *--p = (char)('0' + v % 10);
-        while ((v /= 10) != 0);
-        memmove(buf, p, (size_t)(buf + 17 - p));
-        dds_span_set_meta(s, "out.redis_db", buf);
-        dds_span_set_meta(s, "db.redis.database_index", buf);
-    }
+    if (db >= 0)
+        set_db(s, db);
     dds_span_finish(s);
 }
 
@@ -573,10 +761,12 @@ typedef struct op {
     long ncmds;     /* commands in one formatted buffer (redisAppendFormattedCommand) */
 } op;
 
-/* Parse the command a printf-style format makes, with hiredis's own
- * formatter on a copy of ap. Returns the formatted buffer (cmd points into
- * it; release it with free_formatted once the span is started), or NULL. */
-static char *format_cmd_len(dds_redis_cmd *cmd, const char *format, va_list ap, size_t *lenp)
+/* Read the command a printf-style format makes, with hiredis's own
+ * formatter on a copy of ap (only its head when the rest can wait for the
+ * writer: hiredis's output is well-formed). Returns the formatted buffer
+ * (rc points into it; release it with free_formatted once the span is
+ * started), or NULL. */
+static char *format_cmd_len(rcmd *rc, const char *format, va_list ap, size_t *lenp)
 {
     DDS_REAL_IN(redisvFormatCommand, hiredis_libs);
     char *buf = NULL;
@@ -588,7 +778,7 @@ static char *format_cmd_len(dds_redis_cmd *cmd, const char *format, va_list ap, 
     va_end(cp);
     if (len <= 0 || buf == NULL)
         return NULL;
-    if (dds_redis_parse(buf, (size_t)len, cmd) <= 0) {
+    if (rcmd_parse(rc, buf, (size_t)len) <= 0) {
         free_formatted(buf);
         return NULL;
     }
@@ -596,10 +786,10 @@ static char *format_cmd_len(dds_redis_cmd *cmd, const char *format, va_list ap, 
     return buf;
 }
 
-static char *format_cmd(dds_redis_cmd *cmd, const char *format, va_list ap)
+static char *format_cmd(rcmd *rc, const char *format, va_list ap)
 {
     size_t len;
-    return format_cmd_len(cmd, format, ap, &len);
+    return format_cmd_len(rc, format, ap, &len);
 }
 
 /* The command the hook already formatted, sent as hiredis itself would: for
@@ -621,8 +811,9 @@ typedef struct fmtbuf {
 
 /* Decide how the command is traced and start its span (map lock not held on
  * return). */
-static void op_begin(const void *c, const dds_redis_cmd *cmd, int async, op *o)
+static void op_begin(const void *c, const rcmd *rc, int async, op *o)
 {
+    const dds_redis_cmd *cmd = &rc->cmd;
     peer_snap p;
     int pubsub = dds_redis_is_pubsub(cmd);
     o->span = NULL;
@@ -649,7 +840,7 @@ static void op_begin(const void *c, const dds_redis_cmd *cmd, int async, op *o)
     snap(r, &p);
     pthread_mutex_unlock(&map_mu);
     if (o->mode != M_UNTRACKED)
-        o->span = span_begin(cmd, &p);
+        o->span = span_begin(rc, &p);
 }
 
 /* An append returned: queue the command for its reply, or end its span. */
@@ -768,7 +959,7 @@ static void command_done(const void *c, op *o, const void *reply)
     span_end(o->span, earlier ? NULL : reply, NULL, db);
 }
 
-static void *traced_command(redisContext *c, const dds_redis_cmd *cmd, char *fmt,
+static void *traced_command(redisContext *c, const rcmd *cmd, char *fmt,
                             void *(*call)(redisContext *, void *), void *arg)
 {
     op o = {.ncmds = 1};
@@ -818,7 +1009,7 @@ static void *vcommand(redisContext *c, const char *format, va_list ap)
     }
     if (!want() || c == NULL || !ctx_plausible(c))
         return real_redisvCommand(c, format, ap);
-    dds_redis_cmd cmd;
+    rcmd cmd;
     size_t flen = 0;
     char *fmt = format_cmd_len(&cmd, format, ap, &flen);
     if (fmt == NULL)
@@ -876,8 +1067,8 @@ DDS_EXPORT void *redisCommandArgv(redisContext *c, int argc, const char **argv,
     }
     if (!want() || c == NULL || argc <= 0 || argv == NULL || !ctx_plausible(c))
         return real_redisCommandArgv(c, argc, argv, argvlen);
-    dds_redis_cmd cmd;
-    dds_redis_from_argv(&cmd, argc, argv, argvlen);
+    rcmd cmd;
+    rcmd_argv(&cmd, argc, argv, argvlen);
     argvargs a = {argc, argv, argvlen};
     return traced_command(c, &cmd, NULL, call_command_argv, &a);
 }
@@ -893,7 +1084,7 @@ static int vappend(redisContext *c, const char *format, va_list ap)
     }
     if (!want() || c == NULL || !ctx_plausible(c))
         return real_redisvAppendCommand(c, format, ap);
-    dds_redis_cmd cmd;
+    rcmd cmd;
     size_t flen = 0;
     char *fmt = format_cmd_len(&cmd, format, ap, &flen);
     if (fmt == NULL)
@@ -940,8 +1131,8 @@ DDS_EXPORT int redisAppendCommandArgv(redisContext *c, int argc, const char **ar
     }
     if (!want() || c == NULL || argc <= 0 || argv == NULL || !ctx_plausible(c))
         return real_redisAppendCommandArgv(c, argc, argv, argvlen);
-    dds_redis_cmd cmd;
-    dds_redis_from_argv(&cmd, argc, argv, argvlen);
+    rcmd cmd;
+    rcmd_argv(&cmd, argc, argv, argvlen);
     op o = {.ncmds = 1};
     op_begin(c, &cmd, 0, &o);
     depth++;
@@ -964,8 +1155,12 @@ DDS_EXPORT int redisAppendFormattedCommand(redisContext *c, const char *cmdbuf, 
     }
     if (!want() || c == NULL || cmdbuf == NULL || !ctx_plausible(c))
         return real_redisAppendFormattedCommand(c, cmdbuf, len);
-    dds_redis_cmd cmd, more;
-    long used = dds_redis_parse(cmdbuf, len, &cmd);
+    rcmd cmd;
+    dds_redis_cmd more;
+    long used = dds_redis_parse(cmdbuf, len, &cmd.cmd);
+    cmd.whole = 1;
+    cmd.resp = cmdbuf; /* its first command: the one traced */
+    cmd.len = used > 0 ? (size_t)used : 0;
     long n = used > 0 ? 1 : 0;
     for (size_t off = used > 0 ? (size_t)used : len; off < len && n < (1L << 30); n++) {
         long k = dds_redis_parse(cmdbuf + off, len - off, &more);
@@ -1064,7 +1259,7 @@ static void trampoline(redisAsyncContext *ac, void *reply, void *priv)
 
 typedef int (*async_call)(redisAsyncContext *ac, redisCallbackFn *fn, void *pd, void *arg);
 
-static int traced_async(redisAsyncContext *ac, const dds_redis_cmd *cmd, char *fmt,
+static int traced_async(redisAsyncContext *ac, const rcmd *cmd, char *fmt,
                         redisCallbackFn *fn, void *pd, async_call call, void *arg)
 {
     op o = {.ncmds = 1};
@@ -1121,7 +1316,7 @@ static int vasync(redisAsyncContext *ac, redisCallbackFn *fn, void *pd, const ch
     }
     if (!want() || ac == NULL || !ctx_plausible(ac))
         return real_redisvAsyncCommand(ac, fn, pd, format, ap);
-    dds_redis_cmd cmd;
+    rcmd cmd;
     char *fmt = format_cmd(&cmd, format, ap);
     if (fmt == NULL)
         return real_redisvAsyncCommand(ac, fn, pd, format, ap);
@@ -1166,8 +1361,8 @@ DDS_EXPORT int redisAsyncCommandArgv(redisAsyncContext *ac, redisCallbackFn *fn,
     }
     if (!want() || ac == NULL || argc <= 0 || argv == NULL || !ctx_plausible(ac))
         return real_redisAsyncCommandArgv(ac, fn, privdata, argc, argv, argvlen);
-    dds_redis_cmd cmd;
-    dds_redis_from_argv(&cmd, argc, argv, argvlen);
+    rcmd cmd;
+    rcmd_argv(&cmd, argc, argv, argvlen);
     argvargs a = {argc, argv, argvlen};
     return traced_async(ac, &cmd, NULL, fn, privdata, call_async_argv, &a);
 }
@@ -1192,10 +1387,14 @@ DDS_EXPORT int redisAsyncFormattedCommand(redisAsyncContext *ac, redisCallbackFn
         errno = ENOSYS;
         return REDIS_ERR;
     }
-    dds_redis_cmd cmd;
+    rcmd cmd;
+    long used;
     if (!want() || ac == NULL || cmdbuf == NULL || !ctx_plausible(ac) ||
-        dds_redis_parse(cmdbuf, len, &cmd) <= 0)
+        (used = dds_redis_parse(cmdbuf, len, &cmd.cmd)) <= 0)
         return real_redisAsyncFormattedCommand(ac, fn, privdata, cmdbuf, len);
+    cmd.whole = 1;
+    cmd.resp = cmdbuf;
+    cmd.len = (size_t)used;
     fmtargs f = {cmdbuf, len};
     return traced_async(ac, &cmd, NULL, fn, privdata, call_async_formatted, &f);
 }
