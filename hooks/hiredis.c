@@ -753,8 +753,20 @@ static void free_formatted(char *buf)
 
 enum { M_FIFO, M_UNTRACKED, M_DIRECT };
 
+/* op.r, the state op_begin found for the command's context, is still that
+ * context's when the call returns, and may be read and written without
+ * map_mu: an entry leaves the map (and is freed) only in a call on its own
+ * context (redisFree, redisReconnect, a connect that returns the same
+ * address), which hiredis does not allow at the same time as a command on
+ * it, and in the fork child's handler, which frees nothing. Other threads
+ * only walk past it in its bucket (its key and next, which this path never
+ * touches). The map's shape needs the lock; a context's fields belong to
+ * the thread using the context, like the context itself. So the calls that
+ * follow an append (op_appended, command_done) take no lock in the usual
+ * case: one lock pair per command instead of two. */
 typedef struct op {
     dds_span *span;
+    rctx *r;        /* the context's state (op_begin found or made it), or NULL */
     int mode;
     int select_db;
     int db;         /* the context's database index when the command was sent */
@@ -821,6 +833,7 @@ static void op_begin(const void *c, const rcmd *rc, int async, op *o)
     o->select_db = dds_redis_select_db(cmd);
     pthread_mutex_lock(&map_mu);
     rctx *r = ctx_get_locked(c);
+    o->r = r;
     if (r == NULL) {
         pthread_mutex_unlock(&map_mu);
         o->mode = M_UNTRACKED;
@@ -850,8 +863,7 @@ static void op_appended(const void *c, op *o, int ok)
     const char *err = NULL;
     int db = o->db;
     dds_span *end = NULL;
-    pthread_mutex_lock(&map_mu);
-    rctx *r = map_find(c);
+    rctx *r = o->r;
     if (r)
         db = r->db;
     if (!ok) {
@@ -865,7 +877,6 @@ static void op_appended(const void *c, op *o, int ok)
     } else if (o->ncmds > 1) {
         untracked_add(r, (unsigned long)o->ncmds - 1);
     }
-    pthread_mutex_unlock(&map_mu);
     if (end)
         span_end(end, NULL, err, db);
 }
@@ -932,16 +943,14 @@ static void command_done(const void *c, op *o, const void *reply)
         return;
     }
     int db = o->db;
-    pthread_mutex_lock(&map_mu);
-    rctx *r = map_find(c);
+    rctx *r = o->r;
     int earlier = r && (r->qlen || r->untracked);
     if (r && !earlier) {
-        /* The usual case, settled under one lock: the reply is ours. */
+        /* The usual case, settled without a lock (see op): the reply is ours. */
         if (o->select_db >= 0 && !reply_is_error(reply))
             r->db = o->select_db;
         db = r->db;
     }
-    pthread_mutex_unlock(&map_mu);
     if (earlier && o->mode != M_DIRECT) {
         /* The reply is an earlier append's; ours is now pending. */
         got_reply(c, REDIS_OK, 1, reply);
