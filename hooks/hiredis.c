@@ -24,10 +24,11 @@
  * the span (dds_span_defer), and the writer thread parses them and sets the
  * tags (redis_finalize), in the order they were always set. The
  * application thread reads only what it acts on: the command's name
- * (pub/sub) and SELECT's argument (dds_redis_parse_head). Spans with a
- * local parent, whose trace may be sampled when they finish, and commands
- * over DEFER_CMD_MAX bytes are tagged at once; an error reply or a late
- * peer runs the deferred work first, so that its tags still come after.
+ * (pub/sub) and SELECT's argument (dds_redis_parse_head). Commands over
+ * DEFER_CMD_MAX bytes are tagged at once; an error reply or a late peer
+ * runs the deferred work first (dds_span_run_deferred), so that its tags
+ * still come after, and so does a child span its trace is sampled on when
+ * it finishes (dds_span_finish_at).
  *
  * hiredis calls itself through the PLT (redisCommand -> redisvCommand ->
  * redisvAppendCommand + redisGetReply): a per-thread depth counter makes the
@@ -520,13 +521,12 @@ typedef struct rcmd {
  * longer one is parsed and tagged at once, as it always was. */
 #define DEFER_CMD_MAX 2048
 
-/* Deferred when the span will be a chunk of its own (no local parent): a
- * chunk that completes undecided is sampled on the writer, after the
- * deferred work. A child may be the span its trace is sampled on, when it
- * finishes (dds_span_finish): rules must see its resource then. */
+/* Deferred unless too long. A child may be the span its trace is sampled
+ * on when it finishes: dds_span_finish_at runs its deferred work first, so
+ * rules still see its resource and tags. */
 static int want_defer(size_t len)
 {
-    return len <= DEFER_CMD_MAX && dds_active_span() == NULL;
+    return len <= DEFER_CMD_MAX;
 }
 
 /* Read a RESP buffer: only its head when the rest can wait for the writer.
@@ -608,15 +608,6 @@ static void redis_finalize(dds_span *s, const void *data, size_t len)
         set_db(s, h.db);
 }
 
-/* The deferred work, now: before the end of a span adds tags that must come
- * after it (an error, a late peer). Rare. */
-static void run_deferred(dds_span *s)
-{
-    dds_span_finalize_fn fn = s->finalize;
-    s->finalize = NULL;
-    fn(s, s->fdata, s->flen);
-}
-
 /* A RESP count line ("*3\r\n", "$5\r\n") at w, without snprintf (this runs
  * per argument). Returns its end. */
 static char *put_count(char *w, char kind, size_t v)
@@ -675,12 +666,13 @@ static void set_late_peer(dds_span *s, const peer_snap *p)
 {
     if (s == NULL || p->host[0] == '\0')
         return;
-    if (s->finalize == redis_finalize) {
+    const void *d = dds_span_deferred_data(s);
+    if (d) {
         dhead h;
-        memcpy(&h, s->fdata, sizeof h);
+        memcpy(&h, d, sizeof h);
         if (h.hostlen)
             return;
-        run_deferred(s);
+        dds_span_run_deferred(s);
     }
     if (dds_span_get_meta(s, "out.host") == NULL)
         set_peer(s, p);
@@ -688,12 +680,10 @@ static void set_late_peer(dds_span *s, const peer_snap *p)
 
 static dds_span *span_begin(const rcmd *rc, const peer_snap *p)
 {
-    dds_span *parent = dds_active_span();
-    dds_span *s = dds_span_start("redis.command", "redis", parent, NULL);
+    dds_span *s = dds_span_start("redis.command", "redis", dds_active_span(), NULL);
     if (s == NULL)
         return NULL;
-    if (parent == NULL && (rc->resp == NULL || rc->len <= DEFER_CMD_MAX) &&
-        defer_tags(s, rc, p) == 0)
+    if ((rc->resp == NULL || want_defer(rc->len)) && defer_tags(s, rc, p) == 0)
         return s;
     if (rc->whole) {
         span_tags(s, &rc->cmd, p->host, p->hostlen, p->port);
@@ -713,15 +703,16 @@ static void span_end(dds_span *s, const void *reply, const char *err, int db)
     if (s == NULL)
         return;
     int failed = reply ? reply_is_error(reply) : err != NULL;
-    if (s->finalize == redis_finalize) {
+    char *d = dds_span_deferred_data(s);
+    if (d) {
         if (!failed) {
             /* The usual end: the index goes with the deferred bytes. */
-            int32_t d = db;
-            memcpy((char *)s->fdata + offsetof(dhead, db), &d, sizeof d);
+            int32_t i = db;
+            memcpy(d + offsetof(dhead, db), &i, sizeof i);
             dds_span_finish(s);
             return;
         }
-        run_deferred(s); /* error.message comes after the command's tags */
+        dds_span_run_deferred(s); /* error.message comes after the command's tags */
     }
     if (reply && failed)
         dds_span_set_error(s, reply_error_text(reply, buf, sizeof buf));
