@@ -50,14 +50,13 @@ dds_conn *dds_conn_new(int role, const char *peer_ip, int peer_port, pid_t pid)
     pthread_mutex_unlock(&free_mu);
     if (c == NULL && (c = calloc(1, sizeof *c)) == NULL)
         return NULL;
-    /* Everything from the mutex on starts from zero; the shared fields are
-     * set atomically (a stale reader may be looking at refs). */
+    /* Everything from the lock on starts from zero (unlocked); the shared
+     * fields are set atomically (a stale reader may be looking at refs). */
     memset(&c->mu, 0, sizeof *c - offsetof(dds_conn, mu));
     c->next_free = NULL;
     c->close_why = NULL;
     __atomic_store_n(&c->passive, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&c->lost, 0, __ATOMIC_RELAXED);
-    pthread_mutex_init(&c->mu, NULL);
     c->role = role;
     c->pid = pid;
     snprintf(c->peer_ip, sizeof c->peer_ip, "%s", peer_ip ? peer_ip : "");
@@ -592,7 +591,6 @@ void dds_conn_abandon(dds_conn *c)
     dds_inject_reset(&c->inj);
     dds_http_stream_free(&c->out);
     dds_http_stream_free(&c->in);
-    pthread_mutex_destroy(&c->mu);
     __atomic_store_n(&c->refs, 0, __ATOMIC_RELEASE);
     pthread_mutex_lock(&free_mu);
     c->next_free = free_list;

@@ -185,13 +185,13 @@ static dds_conn *conn_enter(int fd)
      * ever held for parsing (never across a system call), so a reader and a
      * writer thread of one connection get it within a short spin. */
     int tries = 0;
-    while (pthread_mutex_trylock(&c->mu) != 0) {
+    while (!dds_conn_trylock(c)) {
         if (++tries > 2000) {
             /* bytes go by unparsed: the parser cannot follow any more */
             __atomic_store_n(&c->lost, 1, __ATOMIC_RELAXED);
             goto pass;
         }
-        __builtin_ia32_pause();
+        dds_conn_cpu_relax();
     }
     if (UNLIKELY(__atomic_load_n(&c->lost, __ATOMIC_RELAXED)))
         dds_conn_lost_sync(c);
@@ -216,7 +216,7 @@ static void conn_leave(dds_conn *c, int fd)
          * keeps its state until it is closed, which ends their spans. */
         retire = c->nq == 0 && c->prepared == NULL;
     }
-    pthread_mutex_unlock(&c->mu);
+    dds_conn_unlock(c);
     if (retire) {
         dds_conn *expect = c;
         if (__atomic_compare_exchange_n(&fd_table[fd], &expect, DDS_IGNORED, 0, __ATOMIC_ACQ_REL,
@@ -389,7 +389,7 @@ static ssize_t traced_send(dds_conn *c, int fd, const struct iovec *iov, int n, 
         int planned = dds_conn_send_plan(c, iov, n, out, (int)(sizeof out / sizeof *out));
         ssize_t k;
         int e;
-        pthread_mutex_unlock(&c->mu);
+        dds_conn_unlock(c);
         if (planned > 0) {
             struct msghdr m = {0};
             if (orig)
@@ -401,7 +401,7 @@ static ssize_t traced_send(dds_conn *c, int fd, const struct iovec *iov, int n, 
             k = plain(fd, iov, n, flags, orig);
         }
         e = errno;
-        pthread_mutex_lock(&c->mu);
+        dds_conn_lock(c);
         ssize_t r = dds_conn_send_done(c, iov, n, planned, k, e);
         if (r == -2) {
             /* Only injected bytes went out. A blocking caller never sees
