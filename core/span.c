@@ -25,6 +25,7 @@ typedef struct span_box {
     dds_meta meta[SPAN_META_INLINE];
     dds_metric metrics[SPAN_METRICS_INLINE];
     size_t used;
+    int heap;       /* strings malloc'd (did not fit the arena): span_free looks for them */
     uint64_t keys;  /* bit key_bit(k) set for every meta key k: most lookups stop here */
     uint64_t mkeys; /* the same for the metrics' keys */
     char arena[SPAN_ARENA];
@@ -40,17 +41,26 @@ static int in_arena(const dds_span *s, const char *p)
     return p >= b->arena && p < b->arena + SPAN_ARENA;
 }
 
+/* Out of the arena: a malloc'd copy, which span_free looks for. */
+static __attribute__((noinline, cold)) char *span_strdup_heap(dds_span *s, const char *val, size_t len)
+{
+    char *v = malloc(len + 1);
+    if (v == NULL)
+        return NULL;
+    box_of(s)->heap = 1;
+    memcpy(v, val, len);
+    v[len] = '\0';
+    return v;
+}
+
 /* A copy of val[0..len) plus NUL, in the arena when it fits. */
-static char *span_strdup(dds_span *s, const char *val, size_t len)
+static inline __attribute__((always_inline)) char *span_strdup(dds_span *s, const char *val, size_t len)
 {
     span_box *b = box_of(s);
-    char *v;
-    if (len < SPAN_ARENA - b->used) {
-        v = b->arena + b->used;
-        b->used += len + 1;
-    } else if ((v = malloc(len + 1)) == NULL) {
-        return NULL;
-    }
+    if (__builtin_expect(len >= SPAN_ARENA - b->used, 0))
+        return span_strdup_heap(s, val, len);
+    char *v = b->arena + b->used;
+    b->used += len + 1;
     memcpy(v, val, len);
     v[len] = '\0';
     return v;
@@ -258,6 +268,7 @@ dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent
     *s = (dds_span){.meta = box->meta, .capmeta = SPAN_META_INLINE, .metrics = box->metrics,
                     .capmetrics = SPAN_METRICS_INLINE};
     box->used = 0;
+    box->heap = 0;
     box->keys = 0;
     box->mkeys = 0;
     dds_trace *t = NULL;
@@ -586,17 +597,19 @@ void dds_span_finish(dds_span *s)
 static void span_free(dds_span *s)
 {
     span_box *b = box_of(s);
-    for (int i = 0; i < s->nmeta; i++) {
-        span_strfree(s, s->meta[i].val);
-        if (s->meta[i].key_owned)
-            span_strfree(s, (char *)s->meta[i].key);
+    if (b->heap) { /* else every string is in the arena */
+        for (int i = 0; i < s->nmeta; i++) {
+            span_strfree(s, s->meta[i].val);
+            if (s->meta[i].key_owned)
+                span_strfree(s, (char *)s->meta[i].key);
+        }
+        span_strfree(s, s->resource);
+        span_strfree(s, s->fdata);
     }
     if (s->meta != b->meta)
         free(s->meta);
     if (s->metrics != b->metrics)
         free(s->metrics);
-    span_strfree(s, s->resource);
-    span_strfree(s, s->fdata);
     pool_put(&box_pool, b);
 }
 
