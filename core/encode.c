@@ -3,6 +3,7 @@
  */
 #include "encode.h"
 #include "ids.h"
+#include "tagset.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -602,10 +603,56 @@ static uint32_t pack_root_meta(enc *e, const dds_trace *t)
     return n;
 }
 
+/* The span's tag set's pairs (tagset.h), as if they were the span's own
+ * tags set before all others, entry by entry: each checked as the span's own
+ * would be, and left out when the span has the key itself (its own value
+ * wins). */
+__attribute__((noinline)) static uint32_t pack_shared_each(enc *e, const dds_span *s,
+                                                           const dds_tagset_ent *ents, int nents,
+                                                           const char *bytes, uint64_t overlap,
+                                                           int reserved, int metric)
+{
+    uint32_t n = 0;
+    for (int i = 0; i < nents; i++) {
+        const dds_tagset_ent *t = &ents[i];
+        if (t->len == 0)
+            continue;
+        if (overlap & t->bit) {
+            int own = 0;
+            if (metric) {
+                for (int j = 0; j < s->nmetrics && !own; j++)
+                    own = strcmp(s->metrics[j].key, t->key) == 0;
+            } else {
+                own = span_has_meta(s, t->key);
+            }
+            if (own)
+                continue;
+        }
+        if (reserved && reserved_has(e, t->key, key_get(e, t->key)->rk))
+            continue;
+        put_raw(e, bytes + t->off, t->len);
+        n++;
+    }
+    return n;
+}
+
+/* The same, in the usual case one copy of the encoded pairs: none of their
+ * keys is the span's own (the key bits tell) or may be reserved. */
+__attribute__((always_inline)) static inline uint32_t
+pack_shared(enc *e, const dds_span *s, const dds_tagset_ent *ents, int nents, const char *bytes,
+            size_t len, uint32_t nout, uint64_t overlap, int reserved, int metric)
+{
+    if (__builtin_expect(!overlap && !reserved, 1)) {
+        put_raw(e, bytes, len);
+        return nout;
+    }
+    return pack_shared_each(e, s, ents, nents, bytes, overlap, reserved, metric);
+}
+
 /* A process-wide tag unless the span has the key or it is reserved. */
 static int pack_process_tag(enc *e, const dds_span *s, const char *k, const char *v)
 {
-    if (span_has_meta(s, k))
+    if (span_has_meta(s, k) || (s->tagset && dds_tagset_find_meta(s->tagset, k, dds_key_bit(k))))
         return 0;
     const key_ent *ke = key_get(e, k);
     if (reserved_has(e, k, ke->rk))
@@ -644,6 +691,10 @@ static void pack_meta(enc *e, const dds_trace *t, const dds_span *s, int is_root
         pack_meta_val(e, m);
         n++;
     }
+    const dds_tagset *ts = s->tagset;
+    if (ts && ts->nmeta_out)
+        n += pack_shared(e, s, ts->meta, ts->nmeta, ts->meta_bytes, ts->meta_len, ts->nmeta_out,
+                         s->keys & ts->keys, ts->meta_reserved, 0);
 
     /* Process-wide tags: the span's own value wins (dd-trace-cpp inserts
      * DD_TAGS without overwriting), DD_ENV / DD_VERSION win over DD_TAGS. */
@@ -703,6 +754,10 @@ static void pack_metrics(enc *e, const dds_trace *t, const dds_span *s, int is_r
         put_double(e, m->val);
         n++;
     }
+    const dds_tagset *ts = s->tagset;
+    if (ts && ts->nmetrics_out)
+        n += pack_shared(e, s, ts->metrics, ts->nmetrics, ts->metric_bytes, ts->metric_len,
+                         ts->nmetrics_out, s->mkeys & ts->mkeys, ts->metric_reserved, 1);
     end32(e, off, n);
 }
 
@@ -860,6 +915,51 @@ int dds_encode_traces(msgpack_sbuffer *out, const dds_trace *list, const dds_enc
     }
     end32(&e, top, (uint32_t)r->traces);
     return 0;
+}
+
+/* The pairs of a tag set, made once with the functions that encode a span's
+ * own tags (so the same bytes): key as pack_str, value as pack_meta_val or a
+ * float64. A key is flagged as possibly reserved when it is one of the fixed
+ * reserved keys or a propagated tag's (_dd.p.*, the only others). */
+int dds_encode_tagset(dds_tagset *ts)
+{
+    enc e;
+    msgpack_sbuffer sb;
+    memset(&e, 0, offsetof(enc, kc));
+    msgpack_sbuffer_init(&sb);
+    e.sb = &sb;
+    msgpack_packer_init(&e.pk, &e, enc_write);
+    for (int i = 0; i < ts->nmeta; i++) {
+        dds_tagset_ent *t = &ts->meta[i];
+        size_t off = sb.size;
+        pack_str(&e, t->key);
+        /* What pack_meta_val writes for the value (it ends at its first NUL). */
+        pack_str_cap(&e, t->val, strnlen(t->val, t->vlen), DDS_META_VALUE_MAX);
+        t->off = (uint32_t)off;
+        t->len = (uint32_t)(sb.size - off);
+        ts->nmeta_out++;
+        if (rkey_of(t->key, strlen(t->key)) != RK_NONE || strncmp(t->key, "_dd.p.", 6) == 0)
+            ts->meta_reserved = 1;
+    }
+    ts->meta_bytes = sb.data;
+    ts->meta_len = sb.size;
+    msgpack_sbuffer_init(&sb);
+    for (int i = 0; i < ts->nmetrics && !e.oom; i++) {
+        dds_tagset_ent *t = &ts->metrics[i];
+        size_t off = sb.size;
+        if (isfinite(t->num)) {
+            pack_str(&e, t->key);
+            put_double(&e, t->num);
+            ts->nmetrics_out++;
+        }
+        t->off = (uint32_t)off;
+        t->len = (uint32_t)(sb.size - off);
+        if (rkey_of(t->key, strlen(t->key)) != RK_NONE)
+            ts->metric_reserved = 1;
+    }
+    ts->metric_bytes = sb.data;
+    ts->metric_len = sb.size;
+    return e.oom ? -1 : 0;
 }
 
 void dds_format_rate(double rate, char out[32])

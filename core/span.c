@@ -2,6 +2,7 @@
 #include "span.h"
 #include "config.h"
 #include "ids.h"
+#include "tagset.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -26,8 +27,6 @@ typedef struct span_box {
     dds_metric metrics[SPAN_METRICS_INLINE];
     size_t used;
     int heap;       /* strings malloc'd (did not fit the arena): span_free looks for them */
-    uint64_t keys;  /* bit key_bit(k) set for every meta key k: most lookups stop here */
-    uint64_t mkeys; /* the same for the metrics' keys */
     char arena[SPAN_ARENA];
 } span_box;
 
@@ -269,8 +268,6 @@ dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent
                     .capmetrics = SPAN_METRICS_INLINE};
     box->used = 0;
     box->heap = 0;
-    box->keys = 0;
-    box->mkeys = 0;
     dds_trace *t = NULL;
     if (parent != NULL) {
         t = parent->trace;
@@ -332,7 +329,7 @@ dds_span *dds_span_start(const char *name, const char *type, dds_span *parent,
 
 static dds_meta *meta_find_bit(const dds_span *s, const char *key, uint64_t bit)
 {
-    if (!(box_of(s)->keys & bit))
+    if (!(s->keys & bit))
         return NULL;
     for (int i = 0; i < s->nmeta; i++) {
         const char *k = s->meta[i].key;
@@ -340,11 +337,6 @@ static dds_meta *meta_find_bit(const dds_span *s, const char *key, uint64_t bit)
             return &s->meta[i];
     }
     return NULL;
-}
-
-static dds_meta *meta_find(const dds_span *s, const char *key)
-{
-    return meta_find_bit(s, key, key_bit(key));
 }
 
 /* Double the capacity of an array that starts inline (in the span's box) and
@@ -395,7 +387,7 @@ static void meta_put(dds_span *s, const char *key, uint64_t bit, int key_owned, 
         }
     }
     s->meta[s->nmeta++] = (dds_meta){.key = k, .val = v, .vlen = (uint32_t)len, .key_owned = key_owned};
-    box_of(s)->keys |= bit;
+    s->keys |= bit;
 }
 
 void dds_span_put_meta(dds_span *s, const char *key, uint64_t bit, const char *val, size_t len)
@@ -412,8 +404,14 @@ void dds_span_set_meta_dyn(dds_span *s, const char *key, const char *val)
 
 const char *dds_span_get_meta(const dds_span *s, const char *key)
 {
-    const dds_meta *m = s ? meta_find(s, key) : NULL;
-    return m ? m->val : NULL;
+    if (s == NULL || key == NULL)
+        return NULL;
+    uint64_t bit = key_bit(key);
+    const dds_meta *m = meta_find_bit(s, key, bit);
+    if (m)
+        return m->val;
+    const dds_tagset_ent *t = dds_tagset_find_meta(s->tagset, key, bit);
+    return t ? t->val : NULL;
 }
 
 void dds_span_put_metric(dds_span *s, const char *key, uint64_t bit, double val)
@@ -421,7 +419,7 @@ void dds_span_put_metric(dds_span *s, const char *key, uint64_t bit, double val)
     if (s == NULL || key == NULL)
         return;
     span_box *b = box_of(s);
-    if (b->mkeys & bit) {
+    if (s->mkeys & bit) {
         for (int i = 0; i < s->nmetrics; i++) {
             const char *k = s->metrics[i].key;
             if (k == key || (k[0] == key[0] && strcmp(k, key) == 0)) {
@@ -437,18 +435,42 @@ void dds_span_put_metric(dds_span *s, const char *key, uint64_t bit, double val)
         s->metrics = nm;
     }
     s->metrics[s->nmetrics++] = (dds_metric){.key = key, .val = val};
-    b->mkeys |= bit;
+    s->mkeys |= bit;
 }
 
 int dds_span_get_metric(const dds_span *s, const char *key, double *val)
 {
-    for (int i = 0; s && i < s->nmetrics; i++)
+    if (s == NULL || key == NULL)
+        return 0;
+    for (int i = 0; i < s->nmetrics; i++)
         if (strcmp(s->metrics[i].key, key) == 0) {
             if (val)
                 *val = s->metrics[i].val;
             return 1;
         }
-    return 0;
+    const dds_tagset_ent *t = dds_tagset_find_metric(s->tagset, key, key_bit(key));
+    if (t && val)
+        *val = t->num;
+    return t != NULL;
+}
+
+void dds_span_take_tagset(dds_span *s, dds_tagset *ts)
+{
+    if (s == NULL) {
+        dds_tagset_unref(ts);
+        return;
+    }
+    dds_tagset *old = s->tagset;
+    s->tagset = ts;
+    dds_tagset_unref(old);
+}
+
+void dds_span_set_tagset(dds_span *s, dds_tagset *ts)
+{
+    if (s == NULL)
+        return;
+    dds_tagset_ref(ts);
+    dds_span_take_tagset(s, ts);
 }
 
 int dds_span_defer(dds_span *s, dds_span_finalize_fn fn, const void *data, size_t len)
@@ -610,6 +632,8 @@ static void span_free(dds_span *s)
         free(s->meta);
     if (s->metrics != b->metrics)
         free(s->metrics);
+    if (s->tagset)
+        dds_tagset_unref(s->tagset);
     pool_put(&box_pool, b);
 }
 

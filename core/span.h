@@ -52,6 +52,7 @@ typedef struct dds_metric {
 
 struct dds_trace;
 struct dds_span;
+struct dds_tagset;
 
 /* Work a hook leaves to the writer thread (dds_span_defer): it runs once,
  * with the bytes the hook saved, before the chunk's sampling decision and
@@ -75,6 +76,9 @@ typedef struct dds_span {
     int nmeta, capmeta;
     dds_metric *metrics;
     int nmetrics, capmetrics;
+    uint64_t keys;                 /* bit dds_key_bit(k) of every meta key k: most lookups stop here */
+    uint64_t mkeys;                /* the same for the metrics' keys */
+    struct dds_tagset *tagset;     /* shared tags (core/tagset.h), or NULL; a reference */
     dds_span_finalize_fn finalize; /* deferred work, or NULL */
     void *fdata;                   /* its bytes: in the arena, or owned */
     size_t flen;
@@ -151,6 +155,7 @@ dds_span_set_meta(dds_span *s, const char *key, const char *val)
         dds_span_put_meta(s, key, dds_key_bit(key), val, __builtin_strlen(val));
 }
 void dds_span_set_meta_dyn(dds_span *s, const char *key, const char *val);
+/* The span's own tags, then its tag set's: what the encoder will send. */
 const char *dds_span_get_meta(const dds_span *s, const char *key);
 void dds_span_put_metric(dds_span *s, const char *key, uint64_t key_bit, double val);
 static inline __attribute__((always_inline)) void
@@ -160,6 +165,14 @@ dds_span_set_metric(dds_span *s, const char *key, double val)
         dds_span_put_metric(s, key, dds_key_bit(key), val);
 }
 int dds_span_get_metric(const dds_span *s, const char *key, double *val);
+
+/* Give the span a set of shared tags (core/tagset.h), as if each were set on
+ * it, except that the span's own tags of the same keys win whenever they are
+ * set. At most one set: another replaces it. _set takes a reference of its
+ * own; _take is handed the caller's. The span releases it when it is freed
+ * (sent or dropped). */
+void dds_span_set_tagset(dds_span *s, struct dds_tagset *ts);
+void dds_span_take_tagset(dds_span *s, struct dds_tagset *ts);
 void dds_span_set_resource(dds_span *s, const char *res);
 void dds_span_set_resource_n(dds_span *s, const char *res, size_t len);
 /* error = 1 and error.message (may be NULL); msg is truncated to 1 KiB. */

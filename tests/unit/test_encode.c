@@ -16,6 +16,7 @@
 #include "config.h"
 #include "encode.h"
 #include "span.h"
+#include "tagset.h"
 
 #define RUNTIME_ID "0b7e1c6a-3f9d-4c2e-9a51-7d2f0c9e4b13"
 #define PID 4242
@@ -849,6 +850,185 @@ static void test_every_reserved_tag_at_once(void **state)
     dds_trace_free(t);
 }
 
+/* ---- shared tag sets (tagset.h) ------------------------------------------ */
+
+/* Maps equal as maps: same size, and every key of a in b with an equal value
+ * (key order may differ). */
+static void assert_same_map(const msgpack_object *a, const msgpack_object *b, const char *what)
+{
+    assert_int_equal(a->type, MSGPACK_OBJECT_MAP);
+    assert_int_equal(b->type, MSGPACK_OBJECT_MAP);
+    for (uint32_t i = 0; i < a->via.map.size; i++) {
+        const msgpack_object_kv *kv = &a->via.map.ptr[i];
+        int found = 0;
+        for (uint32_t j = 0; j < b->via.map.size && !found; j++)
+            if (msgpack_object_equal(kv->key, b->via.map.ptr[j].key)) {
+                found = 1;
+                if (!msgpack_object_equal(kv->val, b->via.map.ptr[j].val))
+                    fail_msg("%s: %.*s differs", what, (int)kv->key.via.str.size,
+                             kv->key.via.str.ptr);
+            }
+        if (!found)
+            fail_msg("%s: %.*s only on one side", what, (int)kv->key.via.str.size,
+                     kv->key.via.str.ptr);
+    }
+    assert_int_equal(a->via.map.size, b->via.map.size);
+}
+
+/* A chunk of a root and a child, each with the span's own tags; with ts,
+ * the tag set's tags come from ts, else they are set on the spans one by
+ * one, before the own ones (which therefore win, as they do over a set). */
+static dds_trace *tagged_chunk(dds_tagset *ts, const dds_tag *meta, int nmeta,
+                               const dds_tag_num *num, int nnum)
+{
+    dds_span *spans[2];
+    spans[0] = dds_span_start("redis.command", "redis", NULL, NULL);
+    spans[1] = dds_span_start("redis.command", "redis", spans[0], NULL);
+    for (int i = 0; i < 2; i++) {
+        dds_span *s = spans[i];
+        if (ts) {
+            dds_span_set_tagset(s, ts);
+        } else {
+            for (int j = 0; j < nmeta; j++)
+                dds_span_set_meta_n(s, meta[j].key, meta[j].val, meta[j].vlen);
+            for (int j = 0; j < nnum; j++)
+                dds_span_set_metric(s, num[j].key, num[j].val);
+        }
+        dds_span_set_meta(s, "redis.raw_command", "GET k");
+        dds_span_set_meta(s, "span.kind", "own"); /* also in the set: this one wins */
+        dds_span_set_metric(s, "redis.args_length", 2);
+        dds_span_set_metric(s, "overlap.num", 7);
+    }
+    dds_span_finish(spans[1]);
+    dds_trace *t = finish_root(spans[0]);
+    t->trace_id_hi = 0x6553f0ab00000000ULL;
+    t->sampling = (dds_sampling){.decided = 1, .priority = 1, .mechanism = DDS_MECH_DEFAULT,
+                                 .rule_psr = -1, .agent_psr = 1, .limit_psr = -1, .ksr = -1};
+    dds_trace_context *c = dds_trace_ctx_mut(t);
+    snprintf(c->origin, sizeof c->origin, "synthetics");
+    set_tag(t, "_dd.p.usr.id", "dXNlcg==");
+    return t;
+}
+
+/* The payload of spans given a tag set decodes to the same maps as that of
+ * spans given the same tags one by one, whatever the keys: the span's own,
+ * DD_ENV / DD_VERSION / DD_TAGS, reserved keys (fixed and propagated), bad
+ * UTF-8, over-long values, non-finite metrics, a key given twice. */
+static void check_tagset_as_own(const dds_tag *meta, int nmeta, const dds_tag_num *num, int nnum)
+{
+    dds_tagset *ts = dds_tagset_new(meta, nmeta, num, nnum);
+    assert_non_null(ts);
+    dds_trace *with = tagged_chunk(ts, meta, nmeta, num, nnum);
+    dds_trace *own = tagged_chunk(NULL, meta, nmeta, num, nnum);
+    msgpack_sbuffer sa, sb;
+    decoded a, b;
+    encode_decode(with, &sa, &a);
+    encode_decode(own, &sb, &b);
+    for (uint32_t i = 0; i < 2; i++) {
+        const msgpack_object *x = span_at(&a, 0, i), *y = span_at(&b, 0, i);
+        assert_span_shape(x);
+        assert_same_map(get(x, "meta"), get(y, "meta"), i ? "child meta" : "root meta");
+        assert_same_map(get(x, "metrics"), get(y, "metrics"), i ? "child metrics" : "root metrics");
+        assert_meta(x, "span.kind", "own");
+        assert_metric(x, "overlap.num", 7);
+    }
+    msgpack_unpacked_destroy(&a.up);
+    msgpack_unpacked_destroy(&b.up);
+    msgpack_sbuffer_destroy(&sa);
+    msgpack_sbuffer_destroy(&sb);
+    assert_int_equal(ts->refs, 3); /* ours and the two spans' */
+    dds_trace_free(with);
+    dds_trace_free(own);
+    assert_int_equal(ts->refs, 1);
+    dds_tagset_unref(ts);
+}
+
+static void test_tagset_plain(void **state)
+{
+    (void)state;
+    /* No key of the spans' own, none reserved: one copy of the bytes. */
+    const dds_tag meta[] = {{"db.system", "redis", 5}, {"out.host", "127.0.0.1", 9},
+                            {"peer.service", "127.0.0.1", 9}};
+    const dds_tag_num num[] = {{"_dd.measured", 1}, {"network.destination.port", 6379}};
+    check_tagset_as_own(meta, 3, num, 2);
+}
+
+static void test_tagset_process_tags(void **state)
+{
+    (void)state;
+    /* env / version / a DD_TAGS key in the set: the set's value, as a
+     * span's own would be; the other DD_TAGS still come. */
+    const dds_tag meta[] = {{"db.system", "redis", 5}, {"env", "from-set", 8},
+                            {"version", "9", 1}, {"team", "set-team", 8}};
+    const dds_tag_num num[] = {{"_dd.measured", 1}};
+    check_tagset_as_own(meta, 4, num, 1);
+}
+
+static void test_tagset_overlap_and_reserved(void **state)
+{
+    (void)state;
+    static char longv[DDS_META_VALUE_MAX + 100];
+    memset(longv, 'x', sizeof longv);
+    const dds_tag meta[] = {
+        {"span.kind", "client", 6},          /* the spans set it too */
+        {"language", "rust", 4},             /* reserved */
+        {"runtime-id", "nope", 4},           /* reserved */
+        {"_dd.origin", "set", 3},            /* reserved: the trace has an origin */
+        {"_dd.p.dm", "-9", 2},               /* reserved on the root */
+        {"_dd.p.usr.id", "other", 5},        /* a propagated tag's key */
+        {"_dd.p.tid", "0000000000000001", 16},
+        {"bad", "a\xff\xfe" "b", 4},         /* invalid UTF-8 */
+        {"nul", "ab\0cd", 5},                /* ends at its NUL */
+        {"long", longv, sizeof longv},       /* capped */
+        {"dup", "first", 5},
+        {"dup", "second", 6},                /* a key twice: the last value */
+        {"env", "from-set", 8},
+    };
+    const dds_tag_num num[] = {
+        {"overlap.num", 1},                  /* the spans set it too */
+        {"process_id", 1},                   /* reserved */
+        {"_sampling_priority_v1", 5},        /* reserved on the root */
+        {"_dd.agent_psr", 0.5},
+        {"nan", NAN},                        /* left out */
+        {"inf", INFINITY},
+        {"_dd.measured", 1},
+        {"dupn", 1},
+        {"dupn", 2},
+    };
+    check_tagset_as_own(meta, (int)(sizeof meta / sizeof *meta), num,
+                        (int)(sizeof num / sizeof *num));
+}
+
+/* A span sees its set's tags as its own (hooks and sampling rules read them
+ * back), its own first. */
+static void test_tagset_get(void **state)
+{
+    (void)state;
+    const dds_tag meta[] = {{"out.host", "db1", 3}, {"span.kind", "client", 6}};
+    const dds_tag_num num[] = {{"network.destination.port", 5432}};
+    dds_tagset *ts = dds_tagset_new(meta, 2, num, 1);
+    assert_non_null(ts);
+    dds_span *s = dds_span_start("q", "sql", NULL, NULL);
+    assert_null(dds_span_get_meta(s, "out.host"));
+    dds_span_set_tagset(s, ts);
+    dds_span_set_meta(s, "span.kind", "own");
+    assert_string_equal(dds_span_get_meta(s, "out.host"), "db1");
+    assert_string_equal(dds_span_get_meta(s, "span.kind"), "own");
+    assert_null(dds_span_get_meta(s, "db.name"));
+    double v = 0;
+    assert_true(dds_span_get_metric(s, "network.destination.port", &v));
+    assert_true(v == 5432);
+    assert_false(dds_span_get_metric(s, "db.row_count", &v));
+    /* Another set replaces it and releases the first. */
+    dds_tagset *ts2 = dds_tagset_new(NULL, 0, num, 1);
+    assert_non_null(ts2);
+    dds_span_take_tagset(s, ts2);
+    assert_int_equal(ts->refs, 1);
+    assert_null(dds_span_get_meta(s, "out.host"));
+    dds_trace_free(finish_root(s));
+    dds_tagset_unref(ts);
+}
+
 static void test_format_rate(void **state)
 {
     (void)state;
@@ -926,6 +1106,10 @@ int main(void)
         cmocka_unit_test_setup(test_many_keys, setup),
         cmocka_unit_test_setup(test_golden_bytes, setup),
         cmocka_unit_test_setup(test_every_reserved_tag_at_once, setup),
+        cmocka_unit_test_setup(test_tagset_plain, setup),
+        cmocka_unit_test_setup(test_tagset_process_tags, setup),
+        cmocka_unit_test_setup(test_tagset_overlap_and_reserved, setup),
+        cmocka_unit_test_setup(test_tagset_get, setup),
         cmocka_unit_test(test_format_rate),
         cmocka_unit_test_setup(test_encode_speed, setup),
     };

@@ -10,6 +10,7 @@
 
 #include "queue.h"
 #include "span.h"
+#include "tagset.h"
 
 /* Chunks are built with the real span API; the complete hook hands each one
  * back to the thread that finished it. */
@@ -183,6 +184,37 @@ static void test_concurrent_pushers_and_taker(void **state)
     assert_int_equal(dds_queue_pending_spans(), 0);
 }
 
+/* A chunk dropped at the cap is freed, and with it its spans' references to
+ * a shared tag set: only the set's owner's remains (under ASan, freeing the
+ * set then is the last free of it). */
+static void test_dropped_chunk_releases_its_tag_set(void **state)
+{
+    (void)state;
+    const dds_tag meta[] = {{"db.system", "redis", 5}};
+    dds_tagset *ts = dds_tagset_new(meta, 1, NULL, 0);
+    assert_non_null(ts);
+    dds_queue_set_cap(2);
+    for (int i = 0; i < 3; i++) {
+        dds_span *root = dds_span_start("root", "redis", NULL, NULL);
+        dds_span_set_tagset(root, ts);
+        dds_span *child = dds_span_start("child", "redis", root, NULL);
+        dds_span_set_tagset(child, ts);
+        dds_span_finish(child);
+        finished_chunk = NULL;
+        dds_span_finish(root);
+        assert_non_null(finished_chunk);
+        dds_queue_push(finished_chunk);
+    }
+    /* The first chunk fits (2 spans); the others are dropped and freed. */
+    assert_int_equal(dds_queue_dropped_spans(), 4);
+    assert_int_equal(ts->refs, 3);
+    size_t n = 0;
+    free_list(dds_queue_take_all(&n));
+    assert_int_equal(n, 2);
+    assert_int_equal(ts->refs, 1);
+    dds_tagset_unref(ts);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -190,6 +222,7 @@ int main(void)
         cmocka_unit_test_setup(test_cap_drops_whole_chunks, setup),
         cmocka_unit_test_setup(test_reset_after_fork_forgets_everything, setup),
         cmocka_unit_test_setup(test_concurrent_pushers_and_taker, setup),
+        cmocka_unit_test_setup(test_dropped_chunk_releases_its_tag_set, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
