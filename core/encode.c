@@ -422,6 +422,12 @@ static int rkey_of(const char *k, size_t len)
  * through pack_str each time. */
 __attribute__((noinline)) static const key_ent *key_fill(enc *e, const char *k, size_t slot)
 {
+    /* Kept in either of two slots (slot, slot ^ 1): two keys of every span
+     * whose addresses hash to the same slot would otherwise evict each other
+     * at every span, and which keys collide depends on where the library is
+     * loaded. */
+    if (e->kc_key[slot] != NULL && e->kc_key[slot ^ 1] == NULL)
+        slot ^= 1;
     size_t len = strlen(k);
     key_ent *ke = &e->kc_tmp;
     ke->n = 0;
@@ -442,6 +448,8 @@ __attribute__((always_inline)) static inline const key_ent *key_get(enc *e, cons
     size_t slot = (size_t)(((uintptr_t)k * 0x9E3779B97F4A7C15ULL) >> (64 - KC_BITS));
     if (__builtin_expect(e->kc_key[slot] == k, 1))
         return &e->kc[slot];
+    if (e->kc_key[slot ^ 1] == k)
+        return &e->kc[slot ^ 1];
     return key_fill(e, k, slot);
 }
 
