@@ -20,15 +20,19 @@
  * from then on that context is in "direct" mode (nothing wrapped or queued).
  *
  * A span's resource and tags come from its command's bytes: the hook only
- * copies them, with the peer and, at the reply, the database index, into
- * the span (dds_span_defer), and the writer thread parses them and sets the
- * tags (redis_finalize), in the order they were always set. The
- * application thread reads only what it acts on: the command's name
- * (pub/sub) and SELECT's argument (dds_redis_parse_head). Commands over
- * DEFER_CMD_MAX bytes are tagged at once; an error reply or a late peer
- * runs the deferred work first (dds_span_run_deferred), so that its tags
- * still come after, and so does a child span its trace is sampled on when
- * it finishes (dds_span_finish_at).
+ * copies them, with, at the reply, the database index, into the span
+ * (dds_span_defer), and the writer thread parses them and sets the tags
+ * (redis_finalize). The tags that are the same for every command of a
+ * connection (db.system, component, span.kind, the peer, _dd.measured) are
+ * one shared tag set per context (core/tagset.h), made again when the peer
+ * changes: a span takes a reference to it, and the writer copies its
+ * encoding. The application thread reads only what it acts on: the
+ * command's name (pub/sub) and SELECT's argument (dds_redis_parse_head).
+ * Commands over DEFER_CMD_MAX bytes are tagged at once; an error reply runs
+ * the deferred work first (dds_span_run_deferred), so that its tags still
+ * come after, and so does a child span its trace is sampled on when it
+ * finishes (dds_span_finish_at). A command sent before the peer was known
+ * gets the context's new tag set at its reply.
  *
  * hiredis calls itself through the PLT (redisCommand -> redisvCommand ->
  * redisvAppendCommand + redisGetReply): a per-thread depth counter makes the
@@ -54,6 +58,7 @@
 #include "preload/preload.h"
 #include "preload/real.h"
 #include "span.h"
+#include "tagset.h"
 
 #include <arpa/inet.h>
 #include <dlfcn.h>
@@ -245,6 +250,7 @@ typedef struct rctx {
     int peer;          /* 0 unknown, 1 from the connect arguments, 2 from getpeername */
     char host[256];
     int port;          /* 0 for a unix socket */
+    dds_tagset *tags;  /* the tags every command's span shares (rctx_tags), or NULL */
     int db;            /* -1 unknown */
     int direct;        /* pub/sub or MONITOR seen: no FIFO, no wrapping */
     pending *q;
@@ -355,6 +361,13 @@ static int peer_from_fd(int fd, char *host, size_t cap, int *port)
     return -1;
 }
 
+/* The peer changed: the spans' shared tags are made again when next needed. */
+static void peer_changed(rctx *r)
+{
+    dds_tagset_unref(r->tags);
+    r->tags = NULL;
+}
+
 static void peer_refresh(rctx *r)
 {
     char host[sizeof r->host];
@@ -363,7 +376,17 @@ static void peer_refresh(rctx *r)
         memcpy(r->host, host, sizeof host);
         r->port = port;
         r->peer = 2;
+        peer_changed(r);
     }
+}
+
+static void rctx_free(rctx *r)
+{
+    if (r == NULL)
+        return;
+    dds_tagset_unref(r->tags);
+    free(r->q);
+    free(r);
 }
 
 static rctx *rctx_new(const void *key, int fd)
@@ -467,7 +490,7 @@ static rctx *ctx_get_locked(const void *key)
         map_insert(fresh);
         return fresh;
     }
-    free(fresh);
+    rctx_free(fresh);
     return r;
 }
 
@@ -488,6 +511,37 @@ static void snap(const rctx *r, peer_snap *p)
     p->host[n] = '\0';
     p->hostlen = n;
     p->port = r->port;
+}
+
+/* The tags every command of a connection gets, in one set (tagset.h): the
+ * span then takes a reference instead of the tags, and the writer copies
+ * their encoding. */
+static dds_tagset *redis_tagset(const char *host, size_t hostlen, int port)
+{
+    dds_tag meta[6] = {
+        {"db.system", "redis", 5},
+        {"component", "hiredis", 7},
+        {"span.kind", "client", 6},
+    };
+    dds_tag_num num[2] = {{"_dd.measured", 1}};
+    int nmeta = 3, nnum = 1;
+    if (hostlen) {
+        meta[nmeta++] = (dds_tag){"out.host", host, hostlen};
+        meta[nmeta++] = (dds_tag){"peer.service", host, hostlen};
+        meta[nmeta++] = (dds_tag){"_dd.peer.service.source", "out.host", 8};
+    }
+    if (port > 0)
+        num[nnum++] = (dds_tag_num){"network.destination.port", port};
+    return dds_tagset_new(meta, nmeta, num, nnum);
+}
+
+/* r's tag set, made if missing; under map_mu. NULL when out of memory (the
+ * spans then get the tags one by one: const_tags). */
+static dds_tagset *rctx_tags(rctx *r)
+{
+    if (r->tags == NULL)
+        r->tags = redis_tagset(r->host, strnlen(r->host, sizeof r->host - 1), r->port);
+    return r->tags;
 }
 
 static void set_peer_n(dds_span *s, const char *host, size_t hostlen, int port)
@@ -548,18 +602,26 @@ static void rcmd_argv(rcmd *rc, int argc, const char **argv, const size_t *argvl
     rc->len = 0;
 }
 
-/* The deferred bytes: this head (unaligned: memcpy), the host, the command
- * as RESP. db is -1 until span_end writes the index the reply left. */
+/* The deferred bytes: this head (unaligned: memcpy), then the command as
+ * RESP. db is -1 until span_end writes the index the reply left. */
 typedef struct dhead {
     int32_t db;
-    int32_t port;
-    uint32_t hostlen;
 } dhead;
 
-/* Every tag of the span but the ones its end adds, in the order they have
- * always been set (span_begin, or the writer: redis_finalize). */
-static void span_tags(dds_span *s, const dds_redis_cmd *cmd, const char *host, size_t hostlen,
-                      int port)
+/* The connection's tags, one by one: only when its tag set could not be
+ * made (out of memory). */
+static void const_tags(dds_span *s, const peer_snap *p)
+{
+    dds_span_set_meta(s, "db.system", "redis");
+    dds_span_set_meta(s, "component", "hiredis");
+    dds_span_set_meta(s, "span.kind", "client");
+    dds_span_set_metric(s, "_dd.measured", 1);
+    set_peer(s, p);
+}
+
+/* The tags that depend on the command (span_begin, or the writer:
+ * redis_finalize); the connection's come with its tag set. */
+static void span_tags(dds_span *s, const dds_redis_cmd *cmd)
 {
     char res[DDS_REDIS_RESOURCE_CAP];
     char raw[DDS_REDIS_RAW_CAP];
@@ -568,11 +630,6 @@ static void span_tags(dds_span *s, const dds_redis_cmd *cmd, const char *host, s
     if (dds_redis_raw_command(cmd, raw, sizeof raw))
         dds_span_set_meta(s, "redis.raw_command", raw);
     dds_span_set_metric(s, "redis.args_length", (double)cmd->argc);
-    dds_span_set_meta(s, "db.system", "redis");
-    dds_span_set_meta(s, "component", "hiredis");
-    dds_span_set_meta(s, "span.kind", "client");
-    dds_span_set_metric(s, "_dd.measured", 1);
-    set_peer_n(s, host, hostlen, port);
 }
 
 static void set_db(dds_span *s, int db)
@@ -598,12 +655,8 @@ static void redis_finalize(dds_span *s, const void *data, size_t len)
     if (len < sizeof h)
         return;
     memcpy(&h, data, sizeof h);
-    const char *host = (const char *)data + sizeof h;
-    if (h.hostlen > len - sizeof h)
-        return;
-    const char *resp = host + h.hostlen;
-    dds_redis_parse(resp, len - sizeof h - h.hostlen, &cmd);
-    span_tags(s, &cmd, host, h.hostlen, h.port);
+    dds_redis_parse((const char *)data + sizeof h, len - sizeof h, &cmd);
+    span_tags(s, &cmd);
     if (h.db >= 0)
         set_db(s, h.db);
 }
@@ -625,13 +678,12 @@ static char *put_count(char *w, char kind, size_t v)
 }
 
 /* Leave the tags to the writer: 0, or -1 (then the caller sets them). */
-static int defer_tags(dds_span *s, const rcmd *rc, const peer_snap *p)
+static int defer_tags(dds_span *s, const rcmd *rc)
 {
-    char blob[sizeof(dhead) + sizeof p->host + DEFER_CMD_MAX];
-    dhead h = {-1, p->port, (uint32_t)p->hostlen};
-    size_t n = sizeof h + p->hostlen;
+    char blob[sizeof(dhead) + DEFER_CMD_MAX];
+    dhead h = {-1};
+    size_t n = sizeof h;
     memcpy(blob, &h, sizeof h);
-    memcpy(blob + sizeof h, p->host, p->hostlen);
     if (rc->resp) {
         if (rc->len > DEFER_CMD_MAX)
             return -1;
@@ -661,36 +713,55 @@ static int defer_tags(dds_span *s, const rcmd *rc, const peer_snap *p)
 }
 
 /* A command sent while a non-blocking connect was still in progress had no
- * peer yet; by its reply the socket knows it. */
-static void set_late_peer(dds_span *s, const peer_snap *p)
+ * peer yet; by its reply the socket knows it. Under map_mu, with the span
+ * popped (this thread's): r's tag set, with a reference, when the span
+ * should have it instead of its own (which had no peer); else NULL. */
+static dds_tagset *late_peer_tags(rctx *r, const dds_span *s, peer_snap *p)
 {
-    if (s == NULL || p->host[0] == '\0')
-        return;
-    const void *d = dds_span_deferred_data(s);
-    if (d) {
-        dhead h;
-        memcpy(&h, d, sizeof h);
-        if (h.hostlen)
-            return;
-        dds_span_run_deferred(s);
+    p->hostlen = 0;
+    if (s == NULL || r->host[0] == '\0' || (r->tags && s->tagset == r->tags))
+        return NULL;
+    if (dds_span_get_meta(s, "out.host") != NULL)
+        return NULL;
+    dds_tagset *ts = rctx_tags(r);
+    if (ts == NULL) {
+        snap(r, p); /* no set (out of memory): the peer's tags one by one */
+        return NULL;
     }
-    if (dds_span_get_meta(s, "out.host") == NULL)
+    dds_tagset_ref(ts);
+    return ts;
+}
+
+/* Out of the lock: the span gets what late_peer_tags chose. */
+static void set_late_peer(dds_span *s, dds_tagset *ts, const peer_snap *p)
+{
+    if (ts)
+        dds_span_take_tagset(s, ts);
+    else if (p->hostlen)
         set_peer(s, p);
 }
 
-static dds_span *span_begin(const rcmd *rc, const peer_snap *p)
+/* ts: the connection's tag set, with a reference for the span; NULL when
+ * there is none (out of memory): then the tags of p one by one. */
+static dds_span *span_begin(const rcmd *rc, dds_tagset *ts, const peer_snap *p)
 {
     dds_span *s = dds_span_start("redis.command", "redis", dds_active_span(), NULL);
-    if (s == NULL)
+    if (s == NULL) {
+        dds_tagset_unref(ts);
         return NULL;
-    if ((rc->resp == NULL || want_defer(rc->len)) && defer_tags(s, rc, p) == 0)
+    }
+    if (ts)
+        dds_span_take_tagset(s, ts);
+    else
+        const_tags(s, p);
+    if ((rc->resp == NULL || want_defer(rc->len)) && defer_tags(s, rc) == 0)
         return s;
     if (rc->whole) {
-        span_tags(s, &rc->cmd, p->host, p->hostlen, p->port);
+        span_tags(s, &rc->cmd);
     } else {
         dds_redis_cmd full;
         dds_redis_parse(rc->resp, rc->len, &full);
-        span_tags(s, &full, p->host, p->hostlen, p->port);
+        span_tags(s, &full);
     }
     return s;
 }
@@ -841,10 +912,17 @@ static void op_begin(const void *c, const rcmd *rc, int async, op *o)
     if (pubsub)
         r->direct = 1; /* this command still takes the FIFO; its first reply pops it */
     o->db = r->db;
-    snap(r, &p);
+    dds_tagset *ts = NULL;
+    if (o->mode != M_UNTRACKED) {
+        ts = rctx_tags(r);
+        if (ts)
+            dds_tagset_ref(ts); /* the span's */
+        else
+            snap(r, &p);
+    }
     pthread_mutex_unlock(&map_mu);
     if (o->mode != M_UNTRACKED)
-        o->span = span_begin(rc, &p);
+        o->span = span_begin(rc, ts, &p);
 }
 
 /* An append returned: queue the command for its reply, or end its span. */
@@ -881,6 +959,7 @@ static void got_reply(const void *c, int status, int consumed, const void *reply
     unsigned nall = 0;
     int popped = 0, db = -1;
     peer_snap late;
+    dds_tagset *late_ts = NULL;
     pthread_mutex_lock(&map_mu);
     rctx *r = map_find(c);
     if (r == NULL) {
@@ -893,7 +972,8 @@ static void got_reply(const void *c, int status, int consumed, const void *reply
             r->db = pop.select_db;
         if (popped && r->peer < 2)
             peer_refresh(r);
-        snap(r, &late);
+        if (popped)
+            late_ts = late_peer_tags(r, pop.span, &late);
     } else if (status != REDIS_OK) {
         /* A blocking context that failed is dead: no pending command will
          * get its reply. */
@@ -902,7 +982,7 @@ static void got_reply(const void *c, int status, int consumed, const void *reply
     db = r->db;
     pthread_mutex_unlock(&map_mu);
     if (popped) {
-        set_late_peer(pop.span, &late);
+        set_late_peer(pop.span, late_ts, &late);
         span_end(pop.span, reply, NULL, db);
     }
     if (all)
@@ -1232,9 +1312,8 @@ static void trampoline(redisAsyncContext *ac, void *reply, void *priv)
         int e = errno;
         int db = w->db;
         peer_snap late;
-        late.host[0] = '\0';
         late.hostlen = 0;
-        late.port = 0;
+        dds_tagset *late_ts = NULL;
         pthread_mutex_lock(&map_mu);
         rctx *r = map_find(ac);
         if (r) {
@@ -1243,10 +1322,10 @@ static void trampoline(redisAsyncContext *ac, void *reply, void *priv)
             db = r->db;
             if (r->peer < 2)
                 peer_refresh(r);
-            snap(r, &late);
+            late_ts = late_peer_tags(r, w->span, &late);
         }
         pthread_mutex_unlock(&map_mu);
-        set_late_peer(w->span, &late);
+        set_late_peer(w->span, late_ts, &late);
         span_end(w->span, reply,
                  reply ? NULL : ctx_errstr(ac, eb, sizeof eb, "connection closed before the reply"),
                  db);
@@ -1419,6 +1498,7 @@ static void connected(const void *c, const char *host, int port)
                 snprintf(fresh->host, sizeof fresh->host, "%s", host);
                 fresh->port = port > 0 ? port : 0;
                 fresh->peer = 1;
+                peer_changed(fresh);
             }
         }
         dds_socket_ignore_fd(fd);
@@ -1429,6 +1509,7 @@ static void connected(const void *c, const char *host, int port)
         memcpy(fresh->host, old->host, sizeof fresh->host);
         fresh->port = old->port;
         fresh->peer = 1;
+        peer_changed(fresh);
     }
     if (fresh)
         map_insert(fresh);
@@ -1437,8 +1518,7 @@ static void connected(const void *c, const char *host, int port)
     pthread_mutex_unlock(&map_mu);
     if (old) {
         finish_all(p, n, NULL, old->db);
-        free(old->q);
-        free(old);
+        rctx_free(old);
     }
 }
 
@@ -1573,8 +1653,7 @@ static void forget(const void *c)
     pthread_mutex_unlock(&map_mu);
     if (r) {
         finish_all(p, n, NULL, r->db);
-        free(r->q);
-        free(r);
+        rctx_free(r);
     }
     errno = e;
 }
