@@ -419,6 +419,48 @@ def test_threads_and_connection_churn(agent, tmp, pg):
         check_pg_tags(s, pg)
 
 
+CONN_TAGS = {"db.system", "component", "span.kind", "db.name", "peer.service",
+             "_dd.peer.service.source", "db.user", "out.host"}
+
+
+def test_each_span_has_its_own_connections_tags_after_the_connection_is_gone(agent, tmp, pg):
+    """A connection's constant tags are one shared set (hooks/libpq.c): every
+    span must carry exactly its own connection's, including spans still
+    queued (long flush interval) when PQfinish/PQreset drop the connection's
+    set, and a connection at a closed one's address (under ASan, a set freed
+    too early is a report)."""
+    try:
+        pg.psql_untraced(["-d", "postgres", "-c", "CREATE ROLE tagset_u LOGIN"])
+        pg.psql_untraced(["-d", "postgres", "-c", "CREATE DATABASE tagset_db OWNER tagset_u"])
+    except RuntimeError as e:
+        assert "already exists" in str(e)
+    a = (pg.sockdir, pg.dbname, pg.user)
+    b = (pg.host, "tagset_db", "tagset_u")
+    c = (pg.host, "tagset_db", pg.user)
+    dsn = ["host=%s port=%d dbname=%s user=%s" % (h, pg.port, d, u) for h, d, u in (a, b, c)]
+    r = run([helper("pq_conns")] + dsn,
+            traced_env(agent, tmp, DDSHIM_FLUSH_INTERVAL_MS=60000))
+    assert r.returncode == 0 and r.stdout == b"ok\n", r.stdout + r.stderr
+    spans = settled_spans(agent, 10)
+    got = {s["resource"]: s for s in spans}
+    want = {"SELECT ? AS %s%d" % (k, i): conn
+            for k, conn, n in (("a", a, 3), ("b", b, 5), ("c", c, 2)) for i in range(1, n + 1)}
+    assert len(spans) == 10 and set(got) == set(want), [s["resource"] for s in spans]
+    for res, (host, db, user) in want.items():
+        s = got[res]
+        m = {k: v for k, v in s["meta"].items() if k in CONN_TAGS}
+        assert m == {"db.system": "postgresql", "component": "libpq", "span.kind": "client",
+                     "db.name": db, "peer.service": db, "_dd.peer.service.source": "db.name",
+                     "db.user": user, "out.host": host}, res
+        assert s["metrics"]["network.destination.port"] == pg.port, res
+        assert s["metrics"]["_dd.measured"] == 1, res
+        assert s["error"] == 0 and s["meta"]["libpq.function"] == \
+            ("PQsendQuery" if res.endswith("a3") else "PQexec"), res
+    assert "db.row_count" not in got["SELECT ? AS a3"]["metrics"]  # never read
+    assert got["SELECT ? AS b1"]["metrics"]["db.row_count"] == 1
+    assert b"tagset-secret" not in open(agent.out, "rb").read()
+
+
 def test_without_libpq_the_hook_fails_like_libpq(agent, tmp):
     plain = run([helper("pq_nolib")], traced_env(), traced=False)
     assert plain.returncode == 0 and plain.stdout == b"no PQexec\n"
