@@ -18,7 +18,11 @@
  * FIFO, row counts and errors, and a PQprepare's obfuscated text (its name
  * keeps it for EXECUTE). The tags and, for a statement of up to
  * PQ_DEFER_SQL_MAX bytes, the obfuscation are left to the writer thread
- * (dds_span_defer): a copy of the connection's tag values and of the text.
+ * (dds_span_defer): a copy of the text. The tags that are the same for every
+ * statement of a connection (db.system, component, span.kind, _dd.measured,
+ * its database, user, host and port) are one shared tag set per connection
+ * (core/tagset.h), made at its first statement once it is up: a span takes a
+ * reference to it, and the writer copies its encoding.
  *
  * libpq calls its own exported functions through its PLT (PQexec calls
  * PQsendQuery and PQgetResult, PQconnectPoll calls PQgetResult, ...), and those
@@ -38,6 +42,7 @@
 #include "log.h"
 #include "span.h"
 #include "sql.h"
+#include "tagset.h"
 #include "hooks/socket.h"
 #include "preload/preload.h"
 #include "preload/real.h"
@@ -169,6 +174,7 @@ typedef struct pq_conn {
     char *db, *user, *host;
     size_t db_len, user_len, host_len;
     double port;          /* 0: unknown */
+    dds_tagset *tags;     /* the tags every span shares (conn_tagset), or NULL */
     pq_item *head, *tail;
     pq_item *spare;       /* popped items kept for reuse (at most PQ_SPARE_MAX) */
     int nspare;
@@ -325,6 +331,7 @@ static void conn_forget(const PGconn *conn)
         items_drop(pc);
     spares_free(pc);
     prep_clear(pc);
+    dds_tagset_unref(pc->tags); /* queued spans keep their own references */
     free(pc->db);
     free(pc->user);
     free(pc->host);
@@ -553,9 +560,10 @@ static void set_sql_resource(dds_span *s, const char *sql, size_t len)
 
 /* What call_describe leaves to the writer (dds_span_defer), one blob per
  * span: this header, then the bytes of db, user and host (the connection's
- * tags, copied: the pq_conn may be gone by then), then `text`: the
- * statement to obfuscate (RES_SQL) or the name in the resource (the other
- * kinds). The blob is not aligned: the header is copied out. */
+ * tags, copied: the pq_conn may be gone by then; none when the span has the
+ * connection's tag set), then `text`: the statement to obfuscate (RES_SQL)
+ * or the name in the resource (the other kinds). The blob is not aligned:
+ * the header is copied out. */
 enum { RES_SET = 255 }; /* the resource was set on the application thread */
 
 typedef struct pq_deferred {
@@ -567,6 +575,7 @@ typedef struct pq_deferred {
     uint8_t fn_len;
     uint8_t res;        /* RES_*, or RES_SET */
     uint8_t has_rows;
+    uint8_t shared;     /* the span has the connection's tag set: no constant tags */
 } pq_deferred;
 
 #define PQ_DEFERRED_MAX (sizeof(pq_deferred) + 3 * PQ_TAG_MAX + PQ_DEFER_SQL_MAX)
@@ -583,11 +592,14 @@ static void describe_deferred(dds_span *s, const void *data, size_t len)
     memcpy(&h, data, sizeof h);
     const char *db = (const char *)data + sizeof h;
     const char *user = db + h.db_len, *host = user + h.user_len, *text = host + h.host_len;
-    dds_span_set_meta(s, "db.system", "postgresql");
-    dds_span_set_meta(s, "component", "libpq");
-    dds_span_set_meta(s, "span.kind", "client");
+    if (!h.shared) {
+        dds_span_set_meta(s, "db.system", "postgresql");
+        dds_span_set_meta(s, "component", "libpq");
+        dds_span_set_meta(s, "span.kind", "client");
+    }
     dds_span_set_meta_n(s, "libpq.function", h.fn, h.fn_len);
-    dds_span_set_metric(s, "_dd.measured", 1);
+    if (!h.shared)
+        dds_span_set_metric(s, "_dd.measured", 1);
     if (h.db_len) {
         dds_span_set_meta_n(s, "db.name", db, h.db_len);
         dds_span_set_meta_n(s, "peer.service", db, h.db_len);
@@ -633,9 +645,37 @@ static char *put_bytes(char *p, const char *v, size_t n)
     return p + n;
 }
 
-/* The connection's tags into the blob at p: the strings kept at its first
- * statement, or read now while it is not yet up. Returns the end. */
-static char *put_conn_tags(pq_deferred *h, char *p, PGconn *conn, pq_conn *pc)
+/* The tags every statement of pc gets, in one set (tagset.h), with the same
+ * values and conditions as describe_deferred's: made from the strings kept
+ * at its first statement. */
+static dds_tagset *conn_tagset(const pq_conn *pc)
+{
+    dds_tag meta[8] = {
+        {"db.system", "postgresql", 10},
+        {"component", "libpq", 5},
+        {"span.kind", "client", 6},
+    };
+    dds_tag_num num[2] = {{"_dd.measured", 1}};
+    int nmeta = 3, nnum = 1;
+    if (pc->db_len) {
+        meta[nmeta++] = (dds_tag){"db.name", pc->db, pc->db_len};
+        meta[nmeta++] = (dds_tag){"peer.service", pc->db, pc->db_len};
+        meta[nmeta++] = (dds_tag){"_dd.peer.service.source", "db.name", 7};
+    }
+    if (pc->user_len)
+        meta[nmeta++] = (dds_tag){"db.user", pc->user, pc->user_len};
+    if (pc->host_len)
+        meta[nmeta++] = (dds_tag){"out.host", pc->host, pc->host_len};
+    if (pc->port > 0)
+        num[nnum++] = (dds_tag_num){"network.destination.port", pc->port};
+    return dds_tagset_new(meta, nmeta, num, nnum);
+}
+
+/* The connection's tags: its tag set, a reference of which the span takes,
+ * or (no set: not up yet, or out of memory) into the blob at p, the strings
+ * kept at its first statement or read now while it is not yet up. Returns
+ * the end. */
+static char *put_conn_tags(pq_deferred *h, char *p, dds_span *s, PGconn *conn, pq_conn *pc)
 {
     if (pc && !pc->tags_read && api.status(conn) == CONNECTION_OK) {
         pc->db = tag_dup(api.db(conn));
@@ -648,9 +688,13 @@ static char *put_conn_tags(pq_deferred *h, char *p, PGconn *conn, pq_conn *pc)
         pc->port = port && *port ? strtod(port, NULL) : 0;
         pc->tags_read = 1;
     }
+    if (pc && pc->tags_read && (pc->tags || (pc->tags = conn_tagset(pc)))) {
+        dds_span_set_tagset(s, pc->tags);
+        h->shared = 1;
+        return p;
+    }
     const char *db, *user, *host;
     if (pc && pc->tags_read) {
-        /* The common case. */
         db = pc->db, user = pc->user, host = pc->host, h->port = pc->port;
         h->db_len = (uint16_t)pc->db_len;
         h->user_len = (uint16_t)pc->user_len;
@@ -731,7 +775,7 @@ static pq_conn *call_describe(pq_call *c, const char *fn, size_t fn_len, int kin
     pq_deferred h = {.fn = fn, .fn_len = (uint8_t)fn_len};
     char *p = blob + sizeof h;
     if (c->conn)
-        p = put_conn_tags(&h, p, c->conn, pc);
+        p = put_conn_tags(&h, p, s, c->conn, pc);
     p = put_resource(&h, p, s, kind, arg, pc, obfuscated);
     memcpy(blob, &h, sizeof h);
     size_t n = (size_t)(p - blob);
@@ -1277,6 +1321,8 @@ static void before_reset(PGconn *conn)
         pc->db_len = pc->user_len = pc->host_len = 0;
         pc->port = 0;
         pc->tags_read = 0;
+        dds_tagset_unref(pc->tags);
+        pc->tags = NULL;
     }
     dds_in_shim = 0;
     errno = e;
