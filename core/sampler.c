@@ -46,6 +46,19 @@ static dds_limiter g_limiter = {.mu = PTHREAD_MUTEX_INITIALIZER};
  * (application threads); the old table is freed outside it. */
 static pthread_mutex_t g_rates_mu = PTHREAD_MUTEX_INITIALIZER;
 static rate_table *g_rates;
+static unsigned g_rates_gen; /* bumped, under the lock, whenever g_rates changes */
+
+/* The last lookup of this thread, for a service and env that are the
+ * configuration's own strings (the same pointers every time): valid while
+ * the table is the one it was made with. Most decisions are for the same
+ * service and env; this spares them the lock and the scan. */
+static __thread struct {
+    unsigned gen;
+    int valid;
+    const char *svc, *env;
+    double rate;
+    int mech;
+} rate_cache __attribute__((tls_model("initial-exec")));
 
 static int64_t (*g_clock)(void);
 
@@ -302,6 +315,11 @@ int dds_sampler_init(const dds_config *cfg)
 {
     int rc = 0;
     free_rules();
+    /* A new configuration: no thread's cached rate lookup holds (its
+     * strings may sit where the old one's were). */
+    pthread_mutex_lock(&g_rates_mu);
+    __atomic_store_n(&g_rates_gen, g_rates_gen + 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&g_rates_mu);
     const char *json = cfg ? cfg->sampling_rules_json : NULL;
     size_t n = 0;
     json_t *root = NULL;
@@ -409,13 +427,22 @@ static int key_is(const rate_entry *e, const char *svc, size_t sl, const char *e
            memcmp(e->key + 13 + sl, env, el) == 0;
 }
 
-/* Exact key, then the agent's default; 1.0 / DEFAULT when neither. */
-static void agent_rate(const char *svc, const char *env, double *rate, int *mech)
+/* Exact key, then the agent's default; 1.0 / DEFAULT when neither.
+ * stable: svc and env are strings that live as long as the configuration
+ * (not a span's tag, whose memory is reused), so the answer may be cached. */
+static void agent_rate(const char *svc, const char *env, int stable, double *rate, int *mech)
 {
+    if (stable && rate_cache.valid && rate_cache.svc == svc && rate_cache.env == env &&
+        rate_cache.gen == __atomic_load_n(&g_rates_gen, __ATOMIC_ACQUIRE)) {
+        *rate = rate_cache.rate;
+        *mech = rate_cache.mech;
+        return;
+    }
     size_t sl = strlen(svc), el = strlen(env);
     *rate = 1.0;
     *mech = DDS_MECH_DEFAULT;
     pthread_mutex_lock(&g_rates_mu);
+    unsigned gen = g_rates_gen;
     const rate_table *t = g_rates;
     if (t != NULL) {
         int found = 0;
@@ -433,6 +460,14 @@ static void agent_rate(const char *svc, const char *env, double *rate, int *mech
         }
     }
     pthread_mutex_unlock(&g_rates_mu);
+    if (stable) {
+        rate_cache.gen = gen;
+        rate_cache.svc = svc;
+        rate_cache.env = env;
+        rate_cache.rate = *rate;
+        rate_cache.mech = *mech;
+        rate_cache.valid = 1;
+    }
 }
 
 void dds_sampler_update_rates(const char *json, size_t len)
@@ -476,6 +511,7 @@ void dds_sampler_update_rates(const char *json, size_t len)
     pthread_mutex_lock(&g_rates_mu);
     rate_table *old = g_rates;
     g_rates = t;
+    __atomic_store_n(&g_rates_gen, g_rates_gen + 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&g_rates_mu);
     free_table(old);
     t = NULL;
@@ -502,7 +538,9 @@ void dds_sampler_decide(dds_trace *t, const dds_span *root)
     }
     const dds_config *cfg = dds_cfg;
     const char *service = cfg && cfg->service ? cfg->service : "";
-    const char *env = root_tag(cfg, root, "env");
+    /* The root's own env tag, else the configuration's (DD_ENV, DD_TAGS). */
+    const char *span_env = root ? dds_span_get_meta(root, "env") : NULL;
+    const char *env = span_env ? span_env : root_tag(cfg, NULL, "env");
     if (env == NULL)
         env = "";
     const char *name = root && root->name ? root->name : "";
@@ -528,7 +566,7 @@ void dds_sampler_decide(dds_trace *t, const dds_span *root)
 
     double rate;
     int mech;
-    agent_rate(service, env, &rate, &mech);
+    agent_rate(service, env, span_env == NULL, &rate, &mech);
     s->mechanism = mech;
     s->agent_psr = rate;
     if (mech != DDS_MECH_DEFAULT)
@@ -543,6 +581,7 @@ void dds_sampler_shutdown(void)
     pthread_mutex_lock(&g_rates_mu);
     rate_table *old = g_rates;
     g_rates = NULL;
+    __atomic_store_n(&g_rates_gen, g_rates_gen + 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&g_rates_mu);
     free_table(old);
 }

@@ -367,6 +367,12 @@ static void test_agent_rates(void **state)
     cfg.service = "web-stor";
     assert_true(decide(DROP_ID, "a", NULL, NULL, NULL).agent_psr == 0.25);
     cfg.service = "web-store";
+    /* A root's own env tag is looked up every time: the next span's value
+     * may sit at the same address (recycled span memory). */
+    for (int i = 0; i < 3; i++) {
+        assert_true(decide(DROP_ID, "a", NULL, "env", "prod").agent_psr == 0.5);
+        assert_true(decide(DROP_ID, "a", NULL, "env", "qrod").agent_psr == 0.25);
+    }
 
     /* "{}", bad JSON, a bad rate: the previous map stays. */
     dds_sampler_update_rates("{}", 2);
