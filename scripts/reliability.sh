@@ -191,10 +191,13 @@ for san in address thread; do
         # allocator. Tests that trace curl, psql or pgbench skip themselves
         # (tests/integration/conftest.py: those hang in glibc's setlocale
         # lock under a sanitizer runtime, ddshim or not).
-        out=$(DDSHIM_RELIABILITY_LOG= PYTEST_ADDOPTS="-rs -k 'not nginx and not setuid and not at_secure and not fork_while_spans_flow and not fork_during_lazy_init and not hanging_agent_is_bounded and not disabled_does_nothing and not jemalloc'" \
+        out=$(DDSHIM_RELIABILITY_LOG= PYTEST_ADDOPTS="-rsf -k 'not nginx and not setuid and not at_secure and not fork_while_spans_flow and not fork_during_lazy_init and not hanging_agent_is_bounded and not disabled_does_nothing and not jemalloc'" \
               timeout -k 20 900 $MAKE -s SANITIZE=$san BUILD=$b integration 2>&1)
         rc=$?
+        echo "$out" >"$OUT/$b-integration.log" # whole, for a failure's traceback
         echo "$out" | grep -E 'passed|failed|error|^SKIPPED' | tail -12
+        [ $rc -eq 0 ] || echo "$out" | grep -E '^FAILED|^ERROR' | sed 's/^/  /'
+        [ $rc -eq 0 ] || echo "(whole output: $OUT/$b-integration.log)"
         npass=$(echo "$out" | sed -n 's/.* \([0-9][0-9]*\) passed.*/\1/p' | awk '{s+=$1} END {print s+0}')
         record sanitizer sanitizers "$san: integration + reliability suites" 0 "$npass" \
             $([ $rc -eq 0 ] && echo 1 || echo 0)
