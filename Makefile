@@ -134,7 +134,7 @@ fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 # its list above used to show only in make reliability) and passes its seeds.
 fuzz-smoke: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 	@set -e; for t in $(FUZZ_TARGETS); do \
-	  log=$(BUILD)/fuzz/$$t.smoke.log; \
+	  log=$(BUILD)/fuzz/$$t.smoke.log; mkdir -p tests/fuzz/corpus/$${t#fuzz_}; \
 	  if ASAN_OPTIONS=detect_leaks=1 $(BUILD)/fuzz/$$t -runs=0 -max_len=4096 tests/fuzz/corpus/$${t#fuzz_} >$$log 2>&1; \
 	  then echo "$$t: seeds pass ($$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' $$log) inputs)"; \
 	  else cat $$log; echo "$$t: FAILED"; exit 1; fi; done
