@@ -65,6 +65,15 @@ dds_tagset *dds_tagset_new(const dds_tag *meta, int nmeta, const dds_tag_num *me
     return ts;
 }
 
+void dds_span_put_tags(dds_span *s, const dds_tag *meta, int nmeta, const dds_tag_num *metrics,
+                       int nmetrics)
+{
+    for (int i = 0; i < nmeta; i++)
+        dds_span_set_meta_n(s, meta[i].key, meta[i].val, meta[i].vlen);
+    for (int i = 0; i < nmetrics; i++)
+        dds_span_set_metric(s, metrics[i].key, metrics[i].val);
+}
+
 void dds_tagset_ref(dds_tagset *ts)
 {
     if (ts)

@@ -67,6 +67,13 @@ typedef struct dds_tagset {
  * twice keeps its last value (as setting it twice on a span would). */
 dds_tagset *dds_tagset_new(const dds_tag *meta, int nmeta, const dds_tag_num *metrics,
                            int nmetrics);
+/* The same tags set on one span, one by one (dds_span_set_meta_n and
+ * dds_span_set_metric): for a hook whose tag set could not be made (out of
+ * memory), from the same list it builds the set from. */
+struct dds_span;
+void dds_span_put_tags(struct dds_span *s, const dds_tag *meta, int nmeta, const dds_tag_num *metrics,
+                       int nmetrics);
+
 void dds_tagset_ref(dds_tagset *ts);
 void dds_tagset_unref(dds_tagset *ts); /* NULL: nothing */
 

@@ -513,51 +513,47 @@ static void snap(const rctx *r, peer_snap *p)
     p->port = r->port;
 }
 
-/* The tags every command of a connection gets, in one set (tagset.h): the
- * span then takes a reference instead of the tags, and the writer copies
- * their encoding. */
-static dds_tagset *redis_tagset(const char *host, size_t hostlen, int port)
+/* The tags every command of a connection gets, listed once: made into one
+ * set (tagset.h), whose reference a span takes instead of the tags (the
+ * writer copies their encoding), or, when the set cannot be made (out of
+ * memory), set on the span one by one (conn_tags_each). */
+typedef struct conn_tags {
+    dds_tag meta[6];
+    dds_tag_num num[2];
+    int nmeta, nnum;
+} conn_tags;
+
+static void conn_tags_list(conn_tags *l, const char *host, size_t hostlen, int port)
 {
-    dds_tag meta[6] = {
-        {"db.system", "redis", 5},
-        {"component", "hiredis", 7},
-        {"span.kind", "client", 6},
-    };
-    dds_tag_num num[2] = {{"_dd.measured", 1}};
-    int nmeta = 3, nnum = 1;
+    *l = (conn_tags){.meta = {{"db.system", "redis", 5},
+                              {"component", "hiredis", 7},
+                              {"span.kind", "client", 6}},
+                     .num = {{"_dd.measured", 1}},
+                     .nmeta = 3,
+                     .nnum = 1};
     if (hostlen) {
-        meta[nmeta++] = (dds_tag){"out.host", host, hostlen};
-        meta[nmeta++] = (dds_tag){"peer.service", host, hostlen};
-        meta[nmeta++] = (dds_tag){"_dd.peer.service.source", "out.host", 8};
+        l->meta[l->nmeta++] = (dds_tag){"out.host", host, hostlen};
+        l->meta[l->nmeta++] = (dds_tag){"peer.service", host, hostlen};
+        l->meta[l->nmeta++] = (dds_tag){"_dd.peer.service.source", "out.host", 8};
     }
     if (port > 0)
-        num[nnum++] = (dds_tag_num){"network.destination.port", port};
-    return dds_tagset_new(meta, nmeta, num, nnum);
+        l->num[l->nnum++] = (dds_tag_num){"network.destination.port", port};
+}
+
+static dds_tagset *redis_tagset(const char *host, size_t hostlen, int port)
+{
+    conn_tags l;
+    conn_tags_list(&l, host, hostlen, port);
+    return dds_tagset_new(l.meta, l.nmeta, l.num, l.nnum);
 }
 
 /* r's tag set, made if missing; under map_mu. NULL when out of memory (the
- * spans then get the tags one by one: const_tags). */
+ * spans then get the tags one by one: conn_tags_each). */
 static dds_tagset *rctx_tags(rctx *r)
 {
     if (r->tags == NULL)
         r->tags = redis_tagset(r->host, strnlen(r->host, sizeof r->host - 1), r->port);
     return r->tags;
-}
-
-static void set_peer_n(dds_span *s, const char *host, size_t hostlen, int port)
-{
-    if (hostlen) {
-        dds_span_set_meta_n(s, "out.host", host, hostlen);
-        dds_span_set_meta_n(s, "peer.service", host, hostlen);
-        dds_span_set_meta(s, "_dd.peer.service.source", "out.host");
-    }
-    if (port > 0)
-        dds_span_set_metric(s, "network.destination.port", port);
-}
-
-static void set_peer(dds_span *s, const peer_snap *p)
-{
-    set_peer_n(s, p->host, p->hostlen, p->port);
 }
 
 /* A command as a hook has it: cmd is what op_begin needs (the head of a
@@ -608,15 +604,13 @@ typedef struct dhead {
     int32_t db;
 } dhead;
 
-/* The connection's tags, one by one: only when its tag set could not be
- * made (out of memory). */
-static void const_tags(dds_span *s, const peer_snap *p)
+/* The connection's tags on the span itself: only when its tag set could not
+ * be made (out of memory). Setting one a span already has changes nothing. */
+static void conn_tags_each(dds_span *s, const peer_snap *p)
 {
-    dds_span_set_meta(s, "db.system", "redis");
-    dds_span_set_meta(s, "component", "hiredis");
-    dds_span_set_meta(s, "span.kind", "client");
-    dds_span_set_metric(s, "_dd.measured", 1);
-    set_peer(s, p);
+    conn_tags l;
+    conn_tags_list(&l, p->host, p->hostlen, p->port);
+    dds_span_put_tags(s, l.meta, l.nmeta, l.num, l.nnum);
 }
 
 /* The tags that depend on the command (span_begin, or the writer:
@@ -738,7 +732,7 @@ static void set_late_peer(dds_span *s, dds_tagset *ts, const peer_snap *p)
     if (ts)
         dds_span_take_tagset(s, ts);
     else if (p->hostlen)
-        set_peer(s, p);
+        conn_tags_each(s, p);
 }
 
 /* ts: the connection's tag set, with a reference for the span; NULL when
@@ -753,7 +747,7 @@ static dds_span *span_begin(const rcmd *rc, dds_tagset *ts, const peer_snap *p)
     if (ts)
         dds_span_take_tagset(s, ts);
     else
-        const_tags(s, p);
+        conn_tags_each(s, p);
     if ((rc->resp == NULL || want_defer(rc->len)) && defer_tags(s, rc) == 0)
         return s;
     if (rc->whole) {

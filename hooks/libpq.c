@@ -558,6 +558,38 @@ static void set_sql_resource(dds_span *s, const char *sql, size_t len)
 
 /* ---- a span's tags and resource, left to the writer --------------------- */
 
+/* The tags every statement of a connection gets, listed once: made into
+ * one set (tagset.h) from the strings kept at its first statement, or set
+ * on the span one by one by describe_deferred (the connection not up yet,
+ * or no memory for a set). */
+typedef struct conn_tags {
+    dds_tag meta[8];
+    dds_tag_num num[2];
+    int nmeta, nnum;
+} conn_tags;
+
+static void conn_tags_list(conn_tags *l, const char *db, size_t dbl, const char *user, size_t userl,
+                           const char *host, size_t hostl, double port)
+{
+    *l = (conn_tags){.meta = {{"db.system", "postgresql", 10},
+                              {"component", "libpq", 5},
+                              {"span.kind", "client", 6}},
+                     .num = {{"_dd.measured", 1}},
+                     .nmeta = 3,
+                     .nnum = 1};
+    if (dbl) {
+        l->meta[l->nmeta++] = (dds_tag){"db.name", db, dbl};
+        l->meta[l->nmeta++] = (dds_tag){"peer.service", db, dbl};
+        l->meta[l->nmeta++] = (dds_tag){"_dd.peer.service.source", "db.name", 7};
+    }
+    if (userl)
+        l->meta[l->nmeta++] = (dds_tag){"db.user", user, userl};
+    if (hostl)
+        l->meta[l->nmeta++] = (dds_tag){"out.host", host, hostl};
+    if (port > 0)
+        l->num[l->nnum++] = (dds_tag_num){"network.destination.port", port};
+}
+
 /* What call_describe leaves to the writer (dds_span_defer), one blob per
  * span: this header, then the bytes of db, user and host (the connection's
  * tags, copied: the pq_conn may be gone by then; none when the span has the
@@ -580,8 +612,7 @@ typedef struct pq_deferred {
 
 #define PQ_DEFERRED_MAX (sizeof(pq_deferred) + 3 * PQ_TAG_MAX + PQ_DEFER_SQL_MAX)
 
-/* The span's tags and resource, in the order the encoder will emit them
- * (meta and metrics keep insertion order). Runs on the writer, before the
+/* The span's tags and resource. Runs on the writer, before the
  * chunk is sampled; on the application thread when the span needs them
  * sooner (set_error) or when the blob could not be kept. */
 static void describe_deferred(dds_span *s, const void *data, size_t len)
@@ -593,24 +624,11 @@ static void describe_deferred(dds_span *s, const void *data, size_t len)
     const char *db = (const char *)data + sizeof h;
     const char *user = db + h.db_len, *host = user + h.user_len, *text = host + h.host_len;
     if (!h.shared) {
-        dds_span_set_meta(s, "db.system", "postgresql");
-        dds_span_set_meta(s, "component", "libpq");
-        dds_span_set_meta(s, "span.kind", "client");
+        conn_tags l;
+        conn_tags_list(&l, db, h.db_len, user, h.user_len, host, h.host_len, h.port);
+        dds_span_put_tags(s, l.meta, l.nmeta, l.num, l.nnum);
     }
     dds_span_set_meta_n(s, "libpq.function", h.fn, h.fn_len);
-    if (!h.shared)
-        dds_span_set_metric(s, "_dd.measured", 1);
-    if (h.db_len) {
-        dds_span_set_meta_n(s, "db.name", db, h.db_len);
-        dds_span_set_meta_n(s, "peer.service", db, h.db_len);
-        dds_span_set_meta(s, "_dd.peer.service.source", "db.name");
-    }
-    if (h.user_len)
-        dds_span_set_meta_n(s, "db.user", user, h.user_len);
-    if (h.host_len)
-        dds_span_set_meta_n(s, "out.host", host, h.host_len);
-    if (h.port > 0)
-        dds_span_set_metric(s, "network.destination.port", h.port);
     char buf[PQ_NAME_MAX + 32];
     int n = (int)(h.text_len < PQ_NAME_MAX ? h.text_len : PQ_NAME_MAX);
     const char *name = n ? text : "<unnamed>";
@@ -645,30 +663,11 @@ static char *put_bytes(char *p, const char *v, size_t n)
     return p + n;
 }
 
-/* The tags every statement of pc gets, in one set (tagset.h), with the same
- * values and conditions as describe_deferred's: made from the strings kept
- * at its first statement. */
 static dds_tagset *conn_tagset(const pq_conn *pc)
 {
-    dds_tag meta[8] = {
-        {"db.system", "postgresql", 10},
-        {"component", "libpq", 5},
-        {"span.kind", "client", 6},
-    };
-    dds_tag_num num[2] = {{"_dd.measured", 1}};
-    int nmeta = 3, nnum = 1;
-    if (pc->db_len) {
-        meta[nmeta++] = (dds_tag){"db.name", pc->db, pc->db_len};
-        meta[nmeta++] = (dds_tag){"peer.service", pc->db, pc->db_len};
-        meta[nmeta++] = (dds_tag){"_dd.peer.service.source", "db.name", 7};
-    }
-    if (pc->user_len)
-        meta[nmeta++] = (dds_tag){"db.user", pc->user, pc->user_len};
-    if (pc->host_len)
-        meta[nmeta++] = (dds_tag){"out.host", pc->host, pc->host_len};
-    if (pc->port > 0)
-        num[nnum++] = (dds_tag_num){"network.destination.port", pc->port};
-    return dds_tagset_new(meta, nmeta, num, nnum);
+    conn_tags l;
+    conn_tags_list(&l, pc->db, pc->db_len, pc->user, pc->user_len, pc->host, pc->host_len, pc->port);
+    return dds_tagset_new(l.meta, l.nmeta, l.num, l.nnum);
 }
 
 /* The connection's tags: its tag set, a reference of which the span takes,

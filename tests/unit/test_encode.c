@@ -889,10 +889,7 @@ static dds_trace *tagged_chunk(dds_tagset *ts, const dds_tag *meta, int nmeta,
         if (ts) {
             dds_span_set_tagset(s, ts);
         } else {
-            for (int j = 0; j < nmeta; j++)
-                dds_span_set_meta_n(s, meta[j].key, meta[j].val, meta[j].vlen);
-            for (int j = 0; j < nnum; j++)
-                dds_span_set_metric(s, num[j].key, num[j].val);
+            dds_span_put_tags(s, meta, nmeta, num, nnum); /* what hooks do without a set */
         }
         dds_span_set_meta(s, "redis.raw_command", "GET k");
         dds_span_set_meta(s, "span.kind", "own"); /* also in the set: this one wins */
