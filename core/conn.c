@@ -126,8 +126,11 @@ static void go_dead(dds_conn *c)
 {
     c->dead = 1;
     /* A block partly on the wire must be completed, or the head it sits in
-     * would carry half a header line; one not started is simply dropped. */
-    if (c->inj.block_sent == 0)
+     * would carry half a header line; one not started is simply dropped —
+     * but not while a send is in its system call (another thread, the lock
+     * released): that send's plan may hold the block, and its count must be
+     * made against it (send_done drops it then, if none of it went). */
+    if (c->inj.block_sent == 0 && !c->sending)
         dds_inject_reset(&c->inj);
 }
 
@@ -394,6 +397,15 @@ static void feed_sent(dds_conn *c, const struct iovec *app, int napp, size_t r)
 
 int dds_conn_send_plan(dds_conn *c, const struct iovec *app, int napp, struct iovec *out, int outcap)
 {
+    if (c->sending) {
+        /* Another thread's send on this connection is in its system call:
+         * the two threads' bytes reach the kernel in an order ddshim cannot
+         * know. Stop following (this thread's bytes go out as they are; the
+         * other send's count stays exact: go_dead keeps its block). */
+        go_dead(c);
+        return -1;
+    }
+    c->sending = 1;
     c->planned_head_ok = 0;
     if (c->inj.active) /* even when dead: see go_dead */
         return dds_inject_plan(&c->inj, app, napp, out, outcap);
@@ -453,15 +465,19 @@ ssize_t dds_conn_send_done(dds_conn *c, const struct iovec *app, int napp, int p
                            int err)
 {
     (void)err;
+    c->sending = 0;
+    ssize_t r = k;
+    if (k >= 0) {
+        c->wire_out += (uint64_t)k;
+        if (planned > 0)
+            r = dds_inject_account(&c->inj, iov_total(app, napp), (size_t)k);
+    }
+    if (c->dead && c->inj.active && c->inj.block_sent == 0)
+        dds_inject_reset(&c->inj); /* went dead during the system call; none of the block went */
     if (k < 0)
         return k;
-    c->wire_out += (uint64_t)k;
-    ssize_t r = k;
-    if (planned > 0) {
-        r = dds_inject_account(&c->inj, iov_total(app, napp), (size_t)k);
-        if (r < 0)
-            return -2;
-    }
+    if (r < 0)
+        return -2;
     if (r > 0 && !c->dead)
         feed_sent(c, app, napp, (size_t)r);
     return r;
@@ -474,6 +490,8 @@ void dds_conn_sent_opaque(dds_conn *c, size_t n)
      * stream expected anything else, zeros are not HTTP and it stops. */
     static const char zeros[4096];
     c->wire_out += n;
+    if (c->sending)
+        go_dead(c); /* sent while another thread's send was under way: order unknown */
     while (n > 0 && !c->dead) {
         size_t take = n < sizeof zeros ? n : sizeof zeros;
         dds_http_stream_feed(&c->out, zeros, take, out_cb[c->role], c);

@@ -52,6 +52,10 @@ typedef struct dds_conn {
     int role;
     pid_t pid;                   /* process that created the state */
     int dead;                    /* passive for good */
+    int sending;                 /* a send's system call is under way (between send_plan
+                                  * and send_done, the lock released): its plan may carry
+                                  * the header block, which must stay as it is until
+                                  * send_done has counted what the kernel took */
     char peer_ip[64];
     size_t peer_ip_len;
     int peer_port;
@@ -136,7 +140,12 @@ void dds_conn_lost_sync(dds_conn *c);
  * headers) and returns the count, or 0 to mean "write the app's buffers
  * unchanged". Then call send_done with the kernel's result (k >= 0, or -1 and
  * errno in err). It returns what the application must see; -2 means "none of
- * the application's bytes went out: write again if blocking, else EAGAIN". */
+ * the application's bytes went out: write again if blocking, else EAGAIN".
+ * The lock may be released between the two (for the system call); another
+ * thread's send_plan meanwhile returns -1: that thread writes its buffers
+ * unchanged and calls neither send_done nor anything else for them — the
+ * order of the two threads' bytes is unknown, so the connection stops being
+ * followed (as dds_conn_lost_sync), once the first send is counted. */
 int dds_conn_send_plan(dds_conn *c, const struct iovec *app, int napp, struct iovec *out, int outcap);
 ssize_t dds_conn_send_done(dds_conn *c, const struct iovec *app, int napp, int planned, ssize_t k, int err);
 /* Body bytes sent without passing through user space (sendfile). */

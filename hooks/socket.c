@@ -390,6 +390,13 @@ static ssize_t traced_send(dds_conn *c, int fd, const struct iovec *iov, int n, 
         ssize_t k;
         int e;
         dds_conn_unlock(c);
+        if (planned < 0) { /* another thread's send is under way: not followed */
+            k = plain(fd, iov, n, flags, orig);
+            e = errno;
+            dds_conn_lock(c);
+            errno = e;
+            return k;
+        }
         if (planned > 0) {
             struct msghdr m = {0};
             if (orig)

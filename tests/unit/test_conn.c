@@ -320,10 +320,95 @@ static void test_server_close_delimited_response(void **state)
     assert_string_equal(dds_span_get_meta(only_span(0), "http.status_code"), "200");
 }
 
+/* ---- a send under way (lock released for the system call) ---- */
+
+static const char *const UNDERWAY_REQ = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+
+/* A new client connection whose first send of UNDERWAY_REQ is planned with
+ * the header block, as the hook leaves it during the system call. */
+static dds_conn *send_under_way(struct iovec *app, struct iovec *out, int *planned)
+{
+    dds_conn *c = dds_conn_new(DDS_CONN_CLIENT, "10.0.0.1", 8080, getpid());
+    app->iov_base = (void *)UNDERWAY_REQ;
+    app->iov_len = strlen(UNDERWAY_REQ);
+    *planned = dds_conn_send_plan(c, app, 1, out, 8);
+    assert_true(*planned > 1);
+    assert_true(dds_iov_total(out, *planned) > app->iov_len);
+    return c;
+}
+
+/* From now on the connection's bytes go out as they are. */
+static void then_unchanged(dds_conn *c, struct iovec *app)
+{
+    struct iovec out[8];
+    assert_int_equal(dds_conn_send_plan(c, app, 1, out, 8), 0);
+    assert_int_equal(dds_conn_send_done(c, app, 1, 0, (ssize_t)app->iov_len, 0), (ssize_t)app->iov_len);
+    dds_conn_close(c, NULL);
+}
+
+/* Another thread makes the connection stop being followed (its reader
+ * found bytes lost, or the response unreadable) while a send is in its
+ * system call: that send's plan carries the header block, so its count must
+ * still be made against it. The block used to be dropped under the send,
+ * which then reported the block's bytes as the application's (a write
+ * returned more than it was given). */
+static void test_send_under_way_keeps_its_block_when_the_connection_goes_dead(void **state)
+{
+    (void)state;
+    struct iovec app, out[8];
+    int planned;
+    dds_conn *c = send_under_way(&app, out, &planned);
+    dds_conn_lost_sync(c); /* another thread, meanwhile */
+    ssize_t wire = (ssize_t)dds_iov_total(out, planned);
+    assert_int_equal(dds_conn_send_done(c, &app, 1, planned, wire, 0), (ssize_t)app.iov_len);
+    assert_false(c->inj.active);
+    then_unchanged(c, &app);
+}
+
+/* The same, when the kernel took only the app's bytes before the block: the
+ * block, not begun, is dropped, and the rest of the head goes unchanged. */
+static void test_send_under_way_drops_a_block_not_begun_when_the_connection_goes_dead(void **state)
+{
+    (void)state;
+    struct iovec app, out[8];
+    int planned;
+    dds_conn *c = send_under_way(&app, out, &planned);
+    size_t before = c->inj.app_before;
+    assert_true(before > 0 && before < app.iov_len);
+    dds_conn_lost_sync(c);
+    assert_int_equal(dds_conn_send_done(c, &app, 1, planned, (ssize_t)before, 0), (ssize_t)before);
+    assert_false(c->inj.active);
+    struct iovec rest = {(char *)app.iov_base + before, app.iov_len - before};
+    then_unchanged(c, &rest);
+}
+
+/* A second thread's send while the first is in its system call: it is told
+ * to write its bytes unchanged (-1), the connection stops being followed
+ * (the order of the two threads' bytes is unknown), and the first send's
+ * count is still made against its block. */
+static void test_second_send_under_way_passes_through(void **state)
+{
+    (void)state;
+    struct iovec app, out[8], out2[8];
+    int planned;
+    dds_conn *c = send_under_way(&app, out, &planned);
+    const char *req2 = "GET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+    struct iovec app2 = {(void *)req2, strlen(req2)};
+    assert_int_equal(dds_conn_send_plan(c, &app2, 1, out2, 8), -1);
+    ssize_t wire = (ssize_t)dds_iov_total(out, planned);
+    assert_int_equal(dds_conn_send_done(c, &app, 1, planned, wire, 0), (ssize_t)app.iov_len);
+    assert_false(c->inj.active);
+    assert_true(c->dead);
+    then_unchanged(c, &app2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_client_injects_once_and_finishes_on_response, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_send_under_way_keeps_its_block_when_the_connection_goes_dead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_send_under_way_drops_a_block_not_begun_when_the_connection_goes_dead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_second_send_under_way_passes_through, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_keepalive_and_existing_context, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_not_http_goes_passive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_close_before_response_is_an_error, setup, teardown),
