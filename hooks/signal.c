@@ -6,17 +6,21 @@
  * ddshim's (a span's trace, the queue). Tracing there would allocate and lock
  * and could deadlock the program (seen: write() from a SIGALRM handler that
  * interrupted malloc). So ddshim installs its own small trampoline for every
- * handler the program sets with sigaction()/signal(): the trampoline marks the
- * thread "in a handler" (dds_in_signal; the socket hooks then pass straight
- * through, as they do inside ddshim) and calls the program's handler exactly
- * as the kernel would have. What the program reads back (sigaction's old
- * action, signal()'s return) is always its own handler and flags, never the
- * trampoline. SIG_DFL and SIG_IGN are installed as they are.
+ * handler the program sets with sigaction(), signal() or sigset(): the
+ * trampoline marks the thread "in a handler" (dds_in_signal; the socket hooks
+ * then pass straight through, as they do inside ddshim) and calls the
+ * program's handler exactly as the kernel would have. What the program reads
+ * back (sigaction's old action, signal()'s and sigset()'s return) is always
+ * its own handler and flags, never the trampoline. SIG_DFL and SIG_IGN are
+ * installed as they are.
  *
- * Not covered: handlers installed with glibc's sigset(), or by a raw
- * rt_sigaction system call (they run unmarked, as before); a handler that
- * leaves by longjmp without going through siglongjmp/longjmp (the thread
- * stays marked, so untraced, until its next handler returns).
+ * Not covered: handlers installed by a raw rt_sigaction system call (they
+ * run unmarked); a handler that leaves by longjmp without going through
+ * siglongjmp/longjmp (the thread stays marked, so untraced, until its next
+ * handler returns). A handler that runs unmarked and writes to a traced
+ * socket is traced like any other code: safe for the byte counts (see
+ * dds_conn_send_plan on a send under way), but it may deadlock if it
+ * interrupted malloc.
  */
 #define _GNU_SOURCE
 #include "guard.h"
@@ -174,6 +178,39 @@ DDS_NO_TSAN DDS_EXPORT __sighandler_t bsd_signal(int sig, __sighandler_t h)
 DDS_NO_TSAN DDS_EXPORT __sighandler_t sysv_signal(int sig, __sighandler_t h)
 {
     return set_handler(sig, h, SA_RESETHAND | SA_NODEFER);
+}
+
+/* sigset() (System V), as glibc builds it: SIG_HOLD adds the signal to the
+ * thread's mask and changes no action; anything else is installed with no
+ * flags and an empty mask, and the signal is taken out of the mask. It
+ * returns SIG_HOLD when the signal was blocked before, else the previous
+ * action — the program's own handler, never the trampoline. */
+DDS_NO_TSAN DDS_EXPORT __sighandler_t sigset(int sig, __sighandler_t disp)
+{
+    sigset_t set, old;
+    struct sigaction act, oact;
+    sigemptyset(&set);
+    if (sig <= 0 || sig >= NSIG || sigaddset(&set, sig) < 0) {
+        errno = EINVAL;
+        return SIG_ERR;
+    }
+    if (disp == SIG_HOLD) {
+        if (sigprocmask(SIG_BLOCK, &set, &old) < 0)
+            return SIG_ERR;
+        if (sigismember(&old, sig))
+            return SIG_HOLD;
+        if (sigaction(sig, NULL, &oact) < 0)
+            return SIG_ERR;
+        return oact.sa_handler;
+    }
+    memset(&act, 0, sizeof act);
+    act.sa_handler = disp;
+    sigemptyset(&act.sa_mask);
+    if (sigaction(sig, &act, &oact) < 0)
+        return SIG_ERR;
+    if (sigprocmask(SIG_UNBLOCK, &set, &old) < 0)
+        return SIG_ERR;
+    return sigismember(&old, sig) ? SIG_HOLD : oact.sa_handler;
 }
 
 /* A handler that leaves with a long jump never returns to the trampoline:

@@ -35,6 +35,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations" /* sigset(): programs still use it */
+
 static volatile sig_atomic_t n_sigpipe, n_alarm;
 
 static void on_sigpipe(int s)
@@ -1014,6 +1016,7 @@ static const char *hname(void *h)
     if (h == (void *)SIG_DFL) return "SIG_DFL";
     if (h == (void *)SIG_IGN) return "SIG_IGN";
     if (h == (void *)SIG_ERR) return "SIG_ERR";
+    if (h == (void *)SIG_HOLD) return "SIG_HOLD";
     if (h == (void *)h1) return "h1";
     if (h == (void *)h2) return "h2";
     if (h == (void *)h3) return "h3";
@@ -1080,6 +1083,27 @@ static void signals_part(void)
     raise(SIGUSR2);
     show_action("ignored", SIGUSR2);
     printf("sig signal dfl: old=%s\n", hname((void *)signal(SIGUSR2, SIG_DFL)));
+    /* sigset(): no flags, unblocks; SIG_HOLD blocks and keeps the action */
+    printf("sig sigset usr2 h5: old=%s\n", hname((void *)sigset(SIGUSR2, h5)));
+    show_action("sigset h5", SIGUSR2);
+    raise(SIGUSR2);
+    printf("sig sigset h5: calls=%d\n", (int)h_calls[5]);
+    printf("sig sigset hold: old=%s\n", hname((void *)sigset(SIGUSR2, SIG_HOLD)));
+    printf("sig sigset hold again: old=%s\n", hname((void *)sigset(SIGUSR2, SIG_HOLD)));
+    show_action("sigset held", SIGUSR2);
+    raise(SIGUSR2);
+    printf("sig sigset held: calls=%d\n", (int)h_calls[5]);
+    int h1_before = (int)h_calls[1];
+    printf("sig sigset usr2 h1 after hold: old=%s\n", hname((void *)sigset(SIGUSR2, h1)));
+    printf("sig sigset pending one went to h1: %d\n", (int)h_calls[1] - h1_before);
+    show_action("sigset h1", SIGUSR2);
+    printf("sig sigset dfl: old=%s\n", hname((void *)sigset(SIGUSR2, SIG_DFL)));
+    errno = 0;
+    void *ss = (void *)sigset(0, h1);
+    printf("sig sigset zero: %s errno=%s\n", hname(ss), ename(errno));
+    errno = 0;
+    ss = (void *)sigset(SIGKILL, h1);
+    printf("sig sigset sigkill: %s errno=%s\n", hname(ss), ename(errno));
     /* SA_RESETHAND through sigaction */
     memset(&a, 0, sizeof a);
     a.sa_handler = h5;

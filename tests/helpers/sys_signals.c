@@ -1,7 +1,7 @@
 /* A signal handler that writes to sockets while the program is busy with
  * HTTP and malloc, for tests/reliability/test_threads_signals.py.
  *
- *   sys_signals SECONDS RATE [malloc]
+ *   sys_signals SECONDS RATE [malloc] [sigset]
  *
  * SIGALRM arrives RATE times a second (setitimer) for SECONDS, always on the
  * main thread. Each time, the handler writes, with plain write():
@@ -16,6 +16,10 @@
  * With "malloc", the main thread only allocates and frees (so that ddshim
  * is never busy on it when a signal comes, and the handler's requests are
  * traced), and a second thread reads A's answers.
+ *
+ * With "sigset", the handler is installed with sigset() instead of
+ * sigaction() (ddshim used to leave those handlers unwrapped: a traced write
+ * from a handler that interrupted malloc could deadlock).
  *
  * A's peer is a thread that reads with raw system calls (untraced), checks
  * that every request arrives whole, in order, with either no trace headers
@@ -40,6 +44,8 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations" /* sigset(): programs still use it */
 
 static int sock_a, sock_pair;
 static volatile sig_atomic_t signals, a_requests, failed_writes;
@@ -255,11 +261,15 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3 && argc != 4) {
-        fprintf(stderr, "usage: sys_signals SECONDS RATE [malloc]\n");
+    if (argc < 3 || argc > 5) {
+        fprintf(stderr, "usage: sys_signals SECONDS RATE [malloc] [sigset]\n");
         return 2;
     }
-    int malloc_only = argc == 4 && strcmp(argv[3], "malloc") == 0;
+    int malloc_only = 0, use_sigset = 0;
+    for (int i = 3; i < argc; i++) {
+        malloc_only |= strcmp(argv[i], "malloc") == 0;
+        use_sigset |= strcmp(argv[i], "sigset") == 0;
+    }
     double seconds = atof(argv[1]);
     int rate = atoi(argv[2]);
 
@@ -294,7 +304,10 @@ int main(int argc, char **argv)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_alarm;
     sa.sa_flags = SA_RESTART;
-    sigaction(SIGALRM, &sa, NULL);
+    if (use_sigset)
+        sigset(SIGALRM, on_alarm); /* also takes SIGALRM out of this thread's mask */
+    else
+        sigaction(SIGALRM, &sa, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     long usec = 1000000L / rate;
     struct itimerval it = {{0, usec}, {0, usec}};

@@ -13,7 +13,7 @@ HOOK = re.compile(r"^(PQ\w+|redis\w+|__(read|recv|recvfrom)_chk|accept4?|connect
                   # a second way to write to a tracked socket: marked for the wire check
                   r"fdopen|fcntl|fcntl64|"
                   # hooks/signal.c: marks the program's own signal handlers while they run
-                  r"sigaction|signal|bsd_signal|sysv_signal|siglongjmp|longjmp|__longjmp_chk)$")
+                  r"sigaction|signal|bsd_signal|sysv_signal|sigset|siglongjmp|longjmp|__longjmp_chk)$")
 
 
 def defined_dynamic_symbols():
