@@ -652,3 +652,122 @@ size_t dds_redis_error_text(const char *s, size_t len, char *buf, size_t cap)
     buf[len] = '\0';
     return len;
 }
+
+/* ---- descriptions, cached per command bytes --------------------------- */
+
+/* A program sends the same few commands over and over (GET and SET of the
+ * same keys, INCR of a counter, PING): their descriptions are kept, keyed
+ * by the command's bytes, which a hit compares in full. Two ways per set
+ * (slot, slot ^ 1), so that two commands a loop alternates cannot evict
+ * each other at every span. */
+#define DC_BITS 5
+#define DC_SLOTS (1 << DC_BITS)
+
+typedef struct desc_ent {
+    uint64_t hash;  /* 0: empty */
+    uint32_t len;
+    uint16_t res_len, raw_len;
+    unsigned char has_res, has_raw;
+    long argc;
+    char bytes[DDS_REDIS_DESC_CACHE_MAX];
+    char res[DDS_REDIS_RESOURCE_CAP];
+    char raw[DDS_REDIS_DESC_CACHE_MAX + 8]; /* a longer raw_command is not kept */
+} desc_ent;
+
+static desc_ent desc_cache[DC_SLOTS];
+static int desc_lock;
+
+static uint64_t desc_hash(const char *p, size_t n)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ n, w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 29;
+    }
+    if (i < n) { /* the last 8 bytes (overlapping), or the few there are */
+        w = 0;
+        if (n >= 8)
+            memcpy(&w, p + n - 8, 8);
+        else
+            for (size_t k = 0; k < n; k++)
+                w = w << 8 | (unsigned char)p[k];
+        h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    }
+    h ^= h >> 32;
+    return h | 1; /* never 0 (empty) */
+}
+
+static void describe_now(const char *buf, size_t len, dds_redis_desc *out, dds_redis_cmd *cmd)
+{
+    dds_redis_parse(buf, len, cmd);
+    out->argc = cmd->argc;
+    out->has_res = dds_redis_resource(cmd, out->res, sizeof out->res) != 0;
+    out->has_raw = dds_redis_raw_command(cmd, out->raw, sizeof out->raw) != 0;
+    out->res_len = strlen(out->res);
+    out->raw_len = strlen(out->raw);
+}
+
+/* Whether a description may be kept: not for credentials (AUTH's password
+ * would stay in memory), nor when it does not fit its slot. */
+static int desc_keep(const dds_redis_cmd *c, const dds_redis_desc *d, size_t len)
+{
+    if (c->name_rule >= 0 && rules[c->name_rule].kind == R_HIDE_ALL &&
+        (strcmp(c->name, "AUTH") == 0 || strcmp(c->name, "HELLO") == 0 ||
+         strcmp(c->name, "MIGRATE") == 0))
+        return 0;
+    return d->raw_len < sizeof desc_cache[0].raw && d->res_len < DDS_REDIS_RESOURCE_CAP &&
+           len <= DDS_REDIS_DESC_CACHE_MAX;
+}
+
+void dds_redis_describe(const char *buf, size_t len, dds_redis_desc *out)
+{
+    dds_redis_cmd cmd;
+    if (buf == NULL || len == 0 || len > DDS_REDIS_DESC_CACHE_MAX ||
+        __atomic_exchange_n(&desc_lock, 1, __ATOMIC_ACQUIRE)) {
+        describe_now(buf, len, out, &cmd);
+        return;
+    }
+    uint64_t h = desc_hash(buf, len);
+    size_t slot = (size_t)(h >> (64 - DC_BITS)) & ~(size_t)1;
+    for (size_t i = slot; i <= slot + 1; i++) {
+        const desc_ent *e = &desc_cache[i];
+        if (e->hash == h && e->len == len && memcmp(e->bytes, buf, len) == 0) {
+            out->argc = e->argc;
+            out->res_len = e->res_len;
+            out->raw_len = e->raw_len;
+            out->has_res = e->has_res;
+            out->has_raw = e->has_raw;
+            memcpy(out->res, e->res, (size_t)e->res_len + 1);
+            memcpy(out->raw, e->raw, (size_t)e->raw_len + 1);
+            __atomic_store_n(&desc_lock, 0, __ATOMIC_RELEASE);
+            return;
+        }
+    }
+    describe_now(buf, len, out, &cmd);
+    if (desc_keep(&cmd, out, len)) {
+        /* An empty way of the two, else each in turn. */
+        static unsigned char victim[DC_SLOTS / 2];
+        desc_ent *e;
+        if (desc_cache[slot].hash == 0)
+            e = &desc_cache[slot];
+        else if (desc_cache[slot + 1].hash == 0)
+            e = &desc_cache[slot + 1];
+        else {
+            e = &desc_cache[slot + victim[slot / 2]];
+            victim[slot / 2] ^= 1;
+        }
+        e->hash = h;
+        e->len = (uint32_t)len;
+        e->argc = out->argc;
+        e->res_len = (uint16_t)out->res_len;
+        e->raw_len = (uint16_t)out->raw_len;
+        e->has_res = (unsigned char)out->has_res;
+        e->has_raw = (unsigned char)out->has_raw;
+        memcpy(e->bytes, buf, len);
+        memcpy(e->res, out->res, out->res_len + 1);
+        memcpy(e->raw, out->raw, out->raw_len + 1);
+    }
+    __atomic_store_n(&desc_lock, 0, __ATOMIC_RELEASE);
+}

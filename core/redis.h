@@ -79,6 +79,28 @@ size_t dds_redis_resource(const dds_redis_cmd *c, char *buf, size_t cap);
  * length written (always NUL-terminated). cap >= DDS_REDIS_RAW_CAP. */
 size_t dds_redis_raw_command(const dds_redis_cmd *c, char *buf, size_t cap);
 
+/* What the writer puts on a command's span: the resource and
+ * redis.raw_command as dds_redis_resource and dds_redis_raw_command write
+ * them (has_*: what they returned was not 0; *_len: the strlen of each,
+ * what a span keeps of it) and the argument count (argc). */
+typedef struct dds_redis_desc {
+    long argc;
+    int has_res, has_raw;
+    size_t res_len, raw_len;
+    char res[DDS_REDIS_RESOURCE_CAP];
+    char raw[DDS_REDIS_RAW_CAP];
+} dds_redis_desc;
+
+/* The description of the command at the start of buf (dds_redis_parse, then
+ * dds_redis_resource and dds_redis_raw_command), from a cache of the last
+ * commands described when these exact bytes were seen before: the result
+ * depends only on the bytes, which are compared in full. Commands longer
+ * than DDS_REDIS_DESC_CACHE_MAX bytes, and those whose arguments are all
+ * hidden for being credentials (AUTH, HELLO, MIGRATE), are never kept.
+ * Thread-safe: the cache is only tried, never waited for. */
+#define DDS_REDIS_DESC_CACHE_MAX 240
+void dds_redis_describe(const char *buf, size_t len, dds_redis_desc *out);
+
 /* 1 for the commands whose replies do not come one per command: SUBSCRIBE,
  * PSUBSCRIBE, SSUBSCRIBE, their UNSUBSCRIBE forms, and MONITOR. */
 int dds_redis_is_pubsub(const dds_redis_cmd *c);

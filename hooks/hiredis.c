@@ -645,12 +645,18 @@ static void set_db(dds_span *s, int db)
 static void redis_finalize(dds_span *s, const void *data, size_t len)
 {
     dhead h;
-    dds_redis_cmd cmd;
+    dds_redis_desc d;
     if (len < sizeof h)
         return;
     memcpy(&h, data, sizeof h);
-    dds_redis_parse((const char *)data + sizeof h, len - sizeof h, &cmd);
-    span_tags(s, &cmd);
+    /* What span_tags sets, from the description (the same calls with the
+     * same values), which repeated commands find cached. */
+    dds_redis_describe((const char *)data + sizeof h, len - sizeof h, &d);
+    if (d.has_res)
+        dds_span_set_resource_n(s, d.res, d.res_len);
+    if (d.has_raw)
+        dds_span_set_meta_n(s, "redis.raw_command", d.raw, d.raw_len);
+    dds_span_set_metric(s, "redis.args_length", (double)d.argc);
     if (h.db >= 0)
         set_db(s, h.db);
 }

@@ -462,6 +462,95 @@ static void test_error_text(void **state)
     assert_int_equal(dds_redis_error_text("x", 1, b, 0), 0);
 }
 
+/* What dds_redis_describe should give: parse, resource, raw_command. */
+static void describe_ref(const char *buf, size_t len, dds_redis_desc *d)
+{
+    dds_redis_cmd c;
+    dds_redis_parse(buf, len, &c);
+    d->argc = c.argc;
+    d->has_res = dds_redis_resource(&c, d->res, sizeof d->res) != 0;
+    d->has_raw = dds_redis_raw_command(&c, d->raw, sizeof d->raw) != 0;
+    d->res_len = strlen(d->res);
+    d->raw_len = strlen(d->raw);
+}
+
+static void check_describe(const char *buf, size_t len)
+{
+    dds_redis_desc got, want;
+    describe_ref(buf, len, &want);
+    dds_redis_describe(buf, len, &got);
+    assert_int_equal(got.argc, want.argc);
+    assert_int_equal(got.has_res, want.has_res);
+    assert_int_equal(got.has_raw, want.has_raw);
+    assert_int_equal(got.res_len, want.res_len);
+    assert_int_equal(got.raw_len, want.raw_len);
+    assert_string_equal(got.res, want.res);
+    assert_string_equal(got.raw, want.raw);
+}
+
+/* A RESP command of argc words. */
+static size_t resp_of(char *out, int argc, const char *const *w)
+{
+    size_t n = (size_t)sprintf(out, "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++)
+        n += (size_t)sprintf(out + n, "$%zu\r\n%s\r\n", strlen(w[i]), w[i]);
+    return n;
+}
+
+/* The cache of descriptions (keyed by the command's bytes) never hands a
+ * command another's: commands of the same length differing in one byte
+ * (the key, the value, the name's case, the count), each described many
+ * times in an interleaved order, against the uncached functions. */
+static void test_describe_cache(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"GET", "get", "SET", "AUTH", "CLIENT", "HSET",
+                                         "PING", "ECHO", "ZADD", "EVAL", "DEL", "XX"};
+    char buf[2048];
+    unsigned seed = 12345;
+    for (int round = 0; round < 20000; round++) {
+        seed = seed * 1103515245u + 12345u;
+        unsigned r = seed >> 8;
+        char key[8], val[8], val2[8];
+        snprintf(key, sizeof key, "k%u", r % 7);
+        snprintf(val, sizeof val, "v%u", (r >> 3) % 5);
+        snprintf(val2, sizeof val2, "%c%u", (r & 64) ? 'a' : 'b', (r >> 6) % 3);
+        const char *w[5] = {names[(r >> 9) % 12], key, val, val2, "LIST"};
+        int argc = 1 + (int)((r >> 13) % 4);
+        if (((r >> 15) & 7) == 0) {
+            w[1] = "list"; /* CLIENT list: two words */
+        }
+        size_t n = resp_of(buf, argc, w);
+        if (((r >> 18) & 15) == 0 && n > 3)
+            n -= 3; /* truncated */
+        if (((r >> 22) & 31) == 0)
+            buf[n / 2] = '\0'; /* a NUL inside */
+        check_describe(buf, n);
+    }
+    /* Same length, same hash neighbourhood: the bytes decide. */
+    const char *a = "*2\r\n$3\r\nGET\r\n$2\r\nk1\r\n";
+    const char *b = "*2\r\n$3\r\nGET\r\n$2\r\nk2\r\n";
+    for (int i = 0; i < 4; i++) {
+        check_describe(a, strlen(a));
+        check_describe(b, strlen(b));
+    }
+    /* A password is described, never kept: the same result every time. */
+    const char *auth = "*2\r\n$4\r\nAUTH\r\n$6\r\nsecret\r\n";
+    for (int i = 0; i < 3; i++)
+        check_describe(auth, strlen(auth));
+    /* Inline, binary, empty, too long for the cache. */
+    check_describe("PING\r\n", 6);
+    check_describe("", 0);
+    check_describe(NULL, 0);
+    char big[1024];
+    memset(big, 'x', sizeof big);
+    const char *bw[2] = {"SET", big};
+    big[600] = '\0';
+    size_t bn = resp_of(buf, 2, bw);
+    check_describe(buf, bn);
+    check_describe(buf, bn);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -482,6 +571,7 @@ int main(void)
         cmocka_unit_test(test_select_and_pubsub),
         cmocka_unit_test(test_parse_head),
         cmocka_unit_test(test_error_text),
+        cmocka_unit_test(test_describe_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
