@@ -115,11 +115,12 @@ __attribute__((noinline)) static char *reserve_slow(enc *e, size_t n)
 }
 
 /* The common case is one comparison, inlined; growing is out of line. After
- * out of memory the buffer never grows again, so oom is checked too. */
+ * out of memory the buffer never grows again (reserve_slow), but what room
+ * it had left may still be written: the caller discards the whole of it. */
 __attribute__((always_inline)) static inline char *reserve(enc *e, size_t n)
 {
     msgpack_sbuffer *sb = e->sb;
-    if (__builtin_expect(sb->alloc - sb->size >= n && !e->oom, 1))
+    if (__builtin_expect(sb->alloc - sb->size >= n, 1))
         return sb->data + sb->size;
     return reserve_slow(e, n);
 }
