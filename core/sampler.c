@@ -1,5 +1,6 @@
 /* See sampler.h. */
 #include "sampler.h"
+#include "tagset.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -390,6 +391,29 @@ static const char *root_tag(const dds_config *cfg, const dds_span *root, const c
     return NULL;
 }
 
+/* root_tag(cfg, root, "env") in two halves, per chunk: the root's own
+ * (or its tag set's), the key bits telling at once that it has none. */
+static const char *root_env(const dds_span *root)
+{
+    uint64_t bit = dds_key_bit("env");
+    if (root == NULL || (!(root->keys & bit) && !(root->tagset && (root->tagset->keys & bit))))
+        return NULL;
+    return dds_span_get_meta(root, "env");
+}
+
+/* The configuration's: DD_ENV, else DD_TAGS's env. */
+static const char *cfg_env(const dds_config *cfg)
+{
+    if (cfg == NULL)
+        return NULL;
+    if (cfg->env && cfg->env[0])
+        return cfg->env;
+    for (int i = 0; i < cfg->ntags; i++)
+        if (cfg->tags[i].key && strcmp(cfg->tags[i].key, "env") == 0)
+            return cfg->tags[i].val ? cfg->tags[i].val : "";
+    return NULL;
+}
+
 static int rule_matches(const rule *r, const char *service, const char *name,
                         const char *resource, const dds_config *cfg, const dds_span *root)
 {
@@ -539,8 +563,8 @@ void dds_sampler_decide(dds_trace *t, const dds_span *root)
     const dds_config *cfg = dds_cfg;
     const char *service = cfg && cfg->service ? cfg->service : "";
     /* The root's own env tag, else the configuration's (DD_ENV, DD_TAGS). */
-    const char *span_env = root ? dds_span_get_meta(root, "env") : NULL;
-    const char *env = span_env ? span_env : root_tag(cfg, NULL, "env");
+    const char *span_env = root_env(root);
+    const char *env = span_env ? span_env : cfg_env(cfg);
     if (env == NULL)
         env = "";
     const char *name = root && root->name ? root->name : "";
