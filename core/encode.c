@@ -66,6 +66,16 @@ typedef struct enc {
     msgpack_sbuffer pre;
     size_t pre_head, pre_meta, pre_metrics; /* ends of the three parts in pre */
     uint32_t pre_nmeta;
+    /* The process-wide tags (env, version, DD_TAGS) as a span with none of
+     * their keys writes them: pt_n pairs, pt_len bytes in pre after
+     * pre_metrics; pt_keys: their key bits; pt_rk: one is a fixed reserved key. */
+    uint32_t pt_n;
+    size_t pt_len;
+    uint64_t pt_keys;
+    int pt_rk;
+    uint32_t rset_base; /* the reserved bits every span's meta starts with */
+    size_t span_room;   /* span_room() */
+    size_t room;        /* what the span being packed may write (pack_span_items) */
     char dm[16];      /* _dd.p.dm of mechanism dm_mech, formatted */
     size_t dm_len;
     int dm_mech;
@@ -167,44 +177,55 @@ static void put_raw(enc *e, const char *b, size_t n)
     e->sb->size += n;
 }
 
-/* A str (header and body), as msgpack_pack_str + msgpack_pack_str_body. */
+/* A str (header and body), as msgpack_pack_str + msgpack_pack_str_body, at
+ * p, which has room for it; returns the end. */
+__attribute__((always_inline)) static inline char *w_str(char *p, const char *s, size_t len)
+{
+    if (len < 32) {
+        *p++ = (char)(0xa0 | len);
+    } else if (len < 256) {
+        p[0] = (char)0xd9;
+        p[1] = (char)len;
+        p += 2;
+    } else if (len < 65536) {
+        p[0] = (char)0xda;
+        put_be(p + 1, len, 2);
+        p += 3;
+    } else {
+        p[0] = (char)0xdb;
+        put_be(p + 1, len, 4);
+        p += 5;
+    }
+    copy_bytes(p, s, len);
+    return p + len;
+}
+
+/* The same, checked. */
 __attribute__((always_inline)) static inline void put_str(enc *e, const char *s, size_t len)
 {
     char *p = reserve(e, len + 5);
     if (p == NULL)
         return;
-    size_t h;
-    if (len < 32) {
-        p[0] = (char)(0xa0 | len);
-        h = 1;
-    } else if (len < 256) {
-        p[0] = (char)0xd9;
-        put_be(p + 1, len, 1);
-        h = 2;
-    } else if (len < 65536) {
-        p[0] = (char)0xda;
-        put_be(p + 1, len, 2);
-        h = 3;
-    } else {
-        p[0] = (char)0xdb;
-        put_be(p + 1, len, 4);
-        h = 5;
-    }
-    copy_bytes(p + h, s, len);
-    e->sb->size += h + len;
+    e->sb->size = (size_t)(w_str(p, s, len) - e->sb->data);
 }
 
 #define PUT_KEY(e, lit) put_str((e), (lit), sizeof(lit) - 1)
 
 /* uint64 (0xcf) / int64 (0xd3) / float64 (0xcb): a tag and 8 bytes. */
+__attribute__((always_inline)) static inline char *w_fix64(char *p, unsigned char tag, uint64_t v)
+{
+    p[0] = (char)tag;
+    v = __builtin_bswap64(v); /* big-endian (x86-64 and arm64 are little-endian) */
+    memcpy(p + 1, &v, sizeof v);
+    return p + 9;
+}
+
 static void put_fix64(enc *e, unsigned char tag, uint64_t v)
 {
     char *p = reserve(e, 9);
     if (p == NULL)
         return;
-    p[0] = (char)tag;
-    v = __builtin_bswap64(v); /* big-endian (x86-64 and arm64 are little-endian) */
-    memcpy(p + 1, &v, sizeof v);
+    w_fix64(p, tag, v);
     e->sb->size += 9;
 }
 
@@ -357,7 +378,7 @@ static void pack_str(enc *e, const char *s)
 
 /* 1 when s[0..len) is ASCII without a NUL byte. Whole words only: the last
  * one (and a short string's two) overlap bytes already checked. */
-static int ascii_no_nul(const char *s, size_t len)
+__attribute__((always_inline)) static inline int ascii_no_nul(const char *s, size_t len)
 {
     uint64_t x, bad = 0;
     if (len >= 8) {
@@ -472,11 +493,6 @@ __attribute__((always_inline)) static inline void put_key(enc *e, const char *k,
 
 /* The reserved keys of the item being packed: a bit per fixed key (decided
  * once per key and call, by key_get), a list for the rest. */
-static void reserved_reset(enc *e)
-{
-    e->nother = 0;
-    e->rset = 0;
-}
 
 /* The fixed keys are bits, so they always fit; only the others (propagated
  * tags: at most DDS_MAX_TRACE_TAGS) are counted against the list. */
@@ -555,37 +571,84 @@ static size_t format_dm(int mech, char buf[16])
     return (size_t)n + 1;
 }
 
-/* The tags of the chunk root only: the trace-level decision and context. */
-static uint32_t pack_root_meta(enc *e, const dds_trace *t)
+/* ---- a span: one room check, then a cursor -------------------------------
+ * pack_span works out, before it writes anything, room enough for every item
+ * its fast paths may write (e->span_room per payload, plus so much per tag),
+ * makes sure the buffer has it (one comparison) and then writes through a
+ * local cursor p with no further check: p stays in a register, where every
+ * store through e->sb's char pointer would make the compiler reload the
+ * buffer's state. An item off the fast paths (a key or value that is long,
+ * not ASCII or needs repair, the extracted context's tags, a tag set or a
+ * process-wide tag whose key may collide) goes through the checked writers
+ * above: SLOW stores the cursor, writes the item, and makes room for the
+ * whole span again, so the items after it still fit. Same bytes either way. */
+
+#define VAL_FAST 256                   /* longest meta value on the fast path */
+#define KEY_ROOM 32                    /* w_key copies the whole key_ent.b */
+#define META_ROOM (KEY_ROOM + 5 + VAL_FAST)
+#define METRIC_ROOM (KEY_ROOM + 9)
+#define COPY_SLACK 64                  /* w_block and dds_hex16 write past the end */
+
+#define RBIT(rk) (1u << (rk))
+
+static void cur_save(enc *e, const char *p)
+{
+    e->sb->size = (size_t)(p - e->sb->data);
+}
+
+/* After a checked write: the cursor again, with the span's room ahead of it;
+ * NULL when out of memory (e->oom is then set). */
+__attribute__((noinline)) static char *cur_load(enc *e)
+{
+    return reserve(e, e->room);
+}
+
+#define SLOW(e, p, stmt)                                                                       \
+    do {                                                                                       \
+        cur_save((e), (p));                                                                    \
+        stmt;                                                                                  \
+        if (((p) = cur_load(e)) == NULL)                                                       \
+            return NULL;                                                                       \
+    } while (0)
+
+/* A fixstr key from a literal (under 32 bytes). */
+#define W_KEYLIT(p, lit)                                                                       \
+    (*(p) = (char)(0xa0 | (sizeof(lit) - 1)), memcpy((p) + 1, (lit), sizeof(lit) - 1),        \
+     (p) + sizeof(lit))
+
+__attribute__((always_inline)) static inline char *w_key(char *p, const key_ent *ke)
+{
+    memcpy(p, ke->b, sizeof ke->b);
+    return p + ke->n;
+}
+
+/* A block of pre-encoded bytes (e->pre, a tag set's). */
+__attribute__((always_inline)) static inline char *w_block(char *p, const char *b, size_t n)
+{
+    copy_bytes(p, b, n);
+    return p + n;
+}
+
+static char *w_double(char *p, double d)
+{
+    uint64_t v;
+    memcpy(&v, &d, sizeof v);
+    return w_fix64(p, 0xcb, v);
+}
+
+/* _dd.origin (an extracted context's), unless reserved: checked path. */
+static uint32_t pack_origin(enc *e, const dds_trace *t)
+{
+    if (!reserve_key(e, "_dd.origin", RK_ORIGIN))
+        return 0;
+    PUT_KV(e, "_dd.origin", t->ctx->origin);
+    return 1;
+}
+
+/* The chunk root's tags from the extracted context: checked path. */
+static uint32_t pack_root_ctx(enc *e, const dds_trace_context *c)
 {
     uint32_t n = 0;
-    const dds_sampling *sm = &t->sampling;
-    const dds_trace_context *c = t->ctx;
-    char buf[32];
-    if (sm->priority > 0 && sm->mechanism >= 0) {
-        if (sm->mechanism != e->dm_mech) { /* nearly always the same one */
-            e->dm_len = format_dm(sm->mechanism, e->dm);
-            e->dm_mech = sm->mechanism;
-        }
-        if (reserve_key(e, "_dd.p.dm", RK_DM)) {
-            PUT_KV_ASCII(e, "_dd.p.dm", e->dm, e->dm_len);
-            n++;
-        }
-    } else if (sm->priority <= 0) {
-        /* A dropped trace carries no decision maker (as dd-trace-cpp); reserving
-         * the key keeps an extracted one out too. */
-        reserved_add(e, "_dd.p.dm", RK_DM);
-    }
-    if (t->trace_id_hi != 0 && reserve_key(e, "_dd.p.tid", RK_TID)) {
-        dds_hex16(t->trace_id_hi, buf);
-        PUT_KV_ASCII(e, "_dd.p.tid", buf, 16);
-        n++;
-    }
-    if (sm->ksr >= 0 && reserve_key(e, "_dd.p.ksr", RK_KSR)) {
-        dds_format_rate(sm->ksr, buf);
-        PUT_KV_ASCII(e, "_dd.p.ksr", buf, strlen(buf));
-        n++;
-    }
     for (int i = 0; i < c->ntags && i < DDS_MAX_TRACE_TAGS; i++) {
         const char *k = c->tags[i].key;
         if (!k[0] || strcmp(k, "_dd.p.tid") == 0)
@@ -610,6 +673,54 @@ static uint32_t pack_root_meta(enc *e, const dds_trace *t)
         n++;
     }
     return n;
+}
+
+/* The tags of the chunk root only: the trace-level decision and context.
+ * Only the fixed keys are reserved when it starts (language, runtime-id,
+ * _dd.origin), so dm, tid and ksr are tested against rset alone. */
+static char *pack_root_meta(enc *e, char *p, const dds_trace *t, uint32_t *np)
+{
+    uint32_t n = 0, rs = e->rset;
+    const dds_sampling *sm = &t->sampling;
+    const dds_trace_context *c = t->ctx;
+    if (sm->priority > 0 && sm->mechanism >= 0) {
+        if (sm->mechanism != e->dm_mech) { /* nearly always the same one */
+            e->dm_len = format_dm(sm->mechanism, e->dm);
+            e->dm_mech = sm->mechanism;
+        }
+        if (!(rs & RBIT(RK_DM))) {
+            rs |= RBIT(RK_DM);
+            p = W_KEYLIT(p, "_dd.p.dm");
+            p = w_str(p, e->dm, e->dm_len);
+            n++;
+        }
+    } else if (sm->priority <= 0) {
+        /* A dropped trace carries no decision maker (as dd-trace-cpp); reserving
+         * the key keeps an extracted one out too. */
+        rs |= RBIT(RK_DM);
+    }
+    if (t->trace_id_hi != 0 && !(rs & RBIT(RK_TID))) {
+        rs |= RBIT(RK_TID);
+        p = W_KEYLIT(p, "_dd.p.tid");
+        *p++ = (char)(0xa0 | 16);
+        dds_hex16(t->trace_id_hi, p); /* and a NUL, in the slack */
+        p += 16;
+        n++;
+    }
+    if (sm->ksr >= 0 && !(rs & RBIT(RK_KSR))) {
+        char buf[32];
+        rs |= RBIT(RK_KSR);
+        dds_format_rate(sm->ksr, buf);
+        p = W_KEYLIT(p, "_dd.p.ksr");
+        p = w_str(p, buf, strlen(buf));
+        n++;
+    }
+    e->rset = rs;
+    if (c->ntags > 0 || c->last_parent_id[0] || c->propagation_error[0] ||
+        c->w3c_extraction_error[0])
+        SLOW(e, p, n += pack_root_ctx(e, c));
+    *np += n;
+    return p;
 }
 
 /* The span's tag set's pairs (tagset.h), as if they were the span's own
@@ -645,17 +756,20 @@ __attribute__((noinline)) static uint32_t pack_shared_each(enc *e, const dds_spa
     return n;
 }
 
-/* The same, in the usual case one copy of the encoded pairs: none of their
- * keys is the span's own (the key bits tell) or may be reserved. */
-__attribute__((always_inline)) static inline uint32_t
-pack_shared(enc *e, const dds_span *s, const dds_tagset_ent *ents, int nents, const char *bytes,
-            size_t len, uint32_t nout, uint64_t overlap, int reserved, int metric)
+/* A tag set's pairs: in the usual case one copy of the whole block, when
+ * none of their keys is the span's own (the key bits tell) or may be
+ * reserved; else entry by entry. Adds the pairs written to *n. */
+__attribute__((always_inline)) static inline char *
+pack_shared(enc *e, char *p, const dds_span *s, const dds_tagset_ent *ents, int nents,
+            const char *bytes, size_t len, uint32_t nout, uint64_t overlap, int reserved,
+            int metric, uint32_t *n)
 {
     if (__builtin_expect(!overlap && !reserved, 1)) {
-        put_raw(e, bytes, len);
-        return nout;
+        *n += nout;
+        return w_block(p, bytes, len);
     }
-    return pack_shared_each(e, s, ents, nents, bytes, overlap, reserved, metric);
+    SLOW(e, p, *n += pack_shared_each(e, s, ents, nents, bytes, overlap, reserved, metric));
+    return p;
 }
 
 /* A process-wide tag unless the span has the key or it is reserved. */
@@ -671,103 +785,140 @@ static int pack_process_tag(enc *e, const dds_span *s, const char *k, const char
     return 1;
 }
 
-static void pack_meta(enc *e, const dds_trace *t, const dds_span *s, int is_root)
+/* Process-wide tags: the span's own value wins (dd-trace-cpp inserts
+ * DD_TAGS without overwriting), DD_ENV / DD_VERSION win over DD_TAGS.
+ * calls each(e, s, key, value) for each, in order; prebuild encodes them
+ * with s == NULL. */
+static uint32_t process_tags(enc *e, const dds_span *s,
+                             int (*each)(enc *, const dds_span *, const char *, const char *))
 {
     const dds_config *cfg = e->o->cfg;
-    /* "meta", its map header, language and runtime-id (prebuild). */
-    size_t off = e->sb->size + sizeof "\xa4meta" - 1;
-    uint32_t n = e->pre_nmeta;
-    put_raw(e, e->pre.data + e->pre_head, e->pre_meta - e->pre_head);
-    reserved_reset(e);
-    reserved_add(e, "language", RK_LANGUAGE);
-    if (e->o->runtime_id && e->o->runtime_id[0])
-        reserved_add(e, "runtime-id", RK_RUNTIME_ID);
-    if (t->ctx->origin[0] && reserve_key(e, "_dd.origin", RK_ORIGIN)) {
-        PUT_KV(e, "_dd.origin", t->ctx->origin);
-        n++;
-    }
-    if (is_root)
-        n += pack_root_meta(e, t);
-
-    for (int i = 0; i < s->nmeta; i++) {
-        const dds_meta *m = &s->meta[i];
-        if (m->key == NULL)
-            continue;
-        const key_ent *ke = key_get(e, m->key);
-        if (reserved_has(e, m->key, ke->rk))
-            continue;
-        put_key(e, m->key, ke);
-        pack_meta_val(e, m);
-        n++;
-    }
-    const dds_tagset *ts = s->tagset;
-    if (ts && ts->nmeta_out)
-        n += pack_shared(e, s, ts->meta, ts->nmeta, ts->meta_bytes, ts->meta_len, ts->nmeta_out,
-                         s->keys & ts->keys, ts->meta_reserved, 0);
-
-    /* Process-wide tags: the span's own value wins (dd-trace-cpp inserts
-     * DD_TAGS without overwriting), DD_ENV / DD_VERSION win over DD_TAGS. */
+    uint32_t n = 0;
     int has_env = cfg->env && cfg->env[0], has_version = cfg->version && cfg->version[0];
     if (has_env)
-        n += (uint32_t)pack_process_tag(e, s, "env", cfg->env);
+        n += (uint32_t)each(e, s, "env", cfg->env);
     if (has_version)
-        n += (uint32_t)pack_process_tag(e, s, "version", cfg->version);
+        n += (uint32_t)each(e, s, "version", cfg->version);
     for (int i = 0; i < cfg->ntags; i++) {
         const char *k = cfg->tags[i].key;
         if (k == NULL || !k[0])
             continue;
         if ((has_env && strcmp(k, "env") == 0) || (has_version && strcmp(k, "version") == 0))
             continue;
-        n += (uint32_t)pack_process_tag(e, s, k, cfg->tags[i].val);
+        n += (uint32_t)each(e, s, k, cfg->tags[i].val);
     }
-    end32(e, off, n);
+    return n;
 }
 
-static void pack_metrics(enc *e, const dds_trace *t, const dds_span *s, int is_root)
+static char *pack_meta(enc *e, char *p, const dds_trace *t, const dds_span *s, int is_root)
 {
-    const dds_sampling *sm = &t->sampling;
-    /* "metrics", its map header, process_id (prebuild). */
-    size_t off = e->sb->size + sizeof "\xa7metrics" - 1;
-    uint32_t n = 1;
-    put_raw(e, e->pre.data + e->pre_meta, e->pre_metrics - e->pre_meta);
-    reserved_reset(e);
-    reserved_add(e, "process_id", RK_PROCESS_ID);
-    if (is_root) {
-        static const struct { int rk; const char *key; size_t len; } psr_keys[3] = {
-            {RK_AGENT_PSR, "_dd.agent_psr", sizeof "_dd.agent_psr" - 1},
-            {RK_RULE_PSR, "_dd.rule_psr", sizeof "_dd.rule_psr" - 1},
-            {RK_LIMIT_PSR, "_dd.limit_psr", sizeof "_dd.limit_psr" - 1},
-        };
-        const double psr[3] = {sm->agent_psr, sm->rule_psr, sm->limit_psr};
-        reserved_add(e, "_sampling_priority_v1", RK_PRIORITY);
-        PUT_KEY(e, "_sampling_priority_v1");
-        put_double(e, (double)sm->priority);
-        n++;
-        for (int i = 0; i < 3; i++) {
-            reserved_add(e, psr_keys[i].key, psr_keys[i].rk);
-            if (psr[i] >= 0) {
-                put_str(e, psr_keys[i].key, psr_keys[i].len);
-                put_double(e, psr[i]);
-                n++;
-            }
+    /* "meta", its map header, language and runtime-id (prebuild). */
+    size_t off = (size_t)(p - e->sb->data) + sizeof "\xa4meta" - 1;
+    uint32_t n = e->pre_nmeta;
+    p = w_block(p, e->pre.data + e->pre_head, e->pre_meta - e->pre_head);
+    e->rset = e->rset_base; /* language, runtime-id */
+    e->nother = 0;
+    if (t->ctx->origin[0])
+        SLOW(e, p, n += pack_origin(e, t));
+    if (is_root && (p = pack_root_meta(e, p, t, &n)) == NULL)
+        return NULL;
+
+    const uint32_t rset = e->rset;
+    const int nother = e->nother;
+    const dds_meta *m = s->meta, *end = m + s->nmeta;
+    for (; m < end; m++) {
+        const char *k = m->key;
+        if (k == NULL)
+            continue;
+        const key_ent *ke = key_get(e, k);
+        if (ke->rk != RK_NONE ? (rset >> ke->rk) & 1 : nother && reserved_has(e, k, RK_NONE))
+            continue;
+        uint32_t vlen = m->vlen;
+        if (__builtin_expect(ke->n != 0 && vlen <= VAL_FAST && ascii_no_nul(m->val, vlen), 1)) {
+            p = w_key(p, ke);
+            p = w_str(p, m->val, vlen);
+        } else {
+            SLOW(e, p, (put_key(e, k, ke), pack_meta_val(e, m)));
         }
-    }
-    for (int i = 0; i < s->nmetrics; i++) {
-        const dds_metric *m = &s->metrics[i];
-        if (m->key == NULL || !isfinite(m->val))
-            continue;
-        const key_ent *ke = key_get(e, m->key);
-        if (reserved_has(e, m->key, ke->rk))
-            continue;
-        put_key(e, m->key, ke);
-        put_double(e, m->val);
         n++;
     }
     const dds_tagset *ts = s->tagset;
-    if (ts && ts->nmetrics_out)
-        n += pack_shared(e, s, ts->metrics, ts->nmetrics, ts->metric_bytes, ts->metric_len,
-                         ts->nmetrics_out, s->mkeys & ts->mkeys, ts->metric_reserved, 1);
-    end32(e, off, n);
+    if (ts && ts->nmeta_out &&
+        (p = pack_shared(e, p, s, ts->meta, ts->nmeta, ts->meta_bytes, ts->meta_len, ts->nmeta_out,
+                         s->keys & ts->keys, ts->meta_reserved, 0, &n)) == NULL)
+        return NULL;
+    if (e->pt_n) {
+        uint64_t keys = s->keys | (ts ? ts->keys : 0);
+        if (__builtin_expect(!(keys & e->pt_keys) && !e->pt_rk && nother == 0, 1)) {
+            p = w_block(p, e->pre.data + e->pre_metrics, e->pt_len);
+            n += e->pt_n;
+        } else {
+            SLOW(e, p, n += process_tags(e, s, pack_process_tag));
+        }
+    }
+    uint32_t be = __builtin_bswap32(n);
+    memcpy(e->sb->data + off + 1, &be, sizeof be);
+    return p;
+}
+
+static char *pack_metrics(enc *e, char *p, const dds_trace *t, const dds_span *s, int is_root)
+{
+    /* "metrics", its map header, process_id (prebuild). */
+    size_t off = (size_t)(p - e->sb->data) + sizeof "\xa7metrics" - 1;
+    uint32_t n = 1;
+    uint32_t rset = RBIT(RK_PROCESS_ID);
+    p = w_block(p, e->pre.data + e->pre_meta, e->pre_metrics - e->pre_meta);
+    if (is_root) {
+        const dds_sampling *sm = &t->sampling;
+        rset |= RBIT(RK_PRIORITY) | RBIT(RK_AGENT_PSR) | RBIT(RK_RULE_PSR) | RBIT(RK_LIMIT_PSR);
+        p = W_KEYLIT(p, "_sampling_priority_v1");
+        p = w_double(p, (double)sm->priority);
+        n++;
+        if (sm->agent_psr >= 0) {
+            p = W_KEYLIT(p, "_dd.agent_psr");
+            p = w_double(p, sm->agent_psr);
+            n++;
+        }
+        if (sm->rule_psr >= 0) {
+            p = W_KEYLIT(p, "_dd.rule_psr");
+            p = w_double(p, sm->rule_psr);
+            n++;
+        }
+        if (sm->limit_psr >= 0) {
+            p = W_KEYLIT(p, "_dd.limit_psr");
+            p = w_double(p, sm->limit_psr);
+            n++;
+        }
+    }
+    /* Only the fixed keys above are reserved: no others among metrics. */
+    const dds_metric *m = s->metrics, *end = m + s->nmetrics;
+    for (; m < end; m++) {
+        const char *k = m->key;
+        if (k == NULL || !isfinite(m->val))
+            continue;
+        const key_ent *ke = key_get(e, k);
+        if ((rset >> ke->rk) & 1 & (ke->rk != RK_NONE))
+            continue;
+        if (__builtin_expect(ke->n != 0, 1)) {
+            p = w_key(p, ke);
+            p = w_double(p, m->val);
+        } else {
+            SLOW(e, p, (put_key(e, k, ke), put_double(e, m->val)));
+        }
+        n++;
+    }
+    const dds_tagset *ts = s->tagset;
+    if (ts && ts->nmetrics_out) {
+        e->rset = rset; /* for pack_shared_each */
+        e->nother = 0;
+        if ((p = pack_shared(e, p, s, ts->metrics, ts->nmetrics, ts->metric_bytes, ts->metric_len,
+                             ts->nmetrics_out, s->mkeys & ts->mkeys, ts->metric_reserved, 1,
+                             &n)) == NULL)
+            return NULL;
+    }
+    uint32_t be = __builtin_bswap32(n);
+    memcpy(e->sb->data + off + 1, &be, sizeof be);
+    return p;
 }
 
 /* The fixed-width fields, keys and type bytes, with zeros where pack_span
@@ -789,29 +940,66 @@ static void put_be64_at(char *p, uint64_t v)
     memcpy(p, &v, sizeof v);
 }
 
-static void pack_span(enc *e, const dds_trace *t, const dds_span *s, int is_root)
+/* What one span may write on the fast paths, beyond its tags (prebuild):
+ * the three pre-encoded parts and the process-wide tags, name and type keys,
+ * "resource" and its str header, the fixed fields, the root's dm, tid, ksr
+ * and sampling metrics, and the slack. */
+static size_t span_room(const enc *e)
+{
+    return e->pre_metrics + e->pt_len + 2 * KEY_ROOM + 9 + 5 + FX_SIZE +
+           (9 + 1 + sizeof e->dm) + (10 + 1 + 16) + (10 + 1 + 32) + (22 + 9) + 3 * (14 + 9) +
+           COPY_SLACK;
+}
+
+static char *pack_span_items(enc *e, const dds_trace *t, const dds_span *s, int is_root)
 {
     const char *name = s->name ? s->name : "";
-    put_raw(e, e->pre.data, e->pre_head); /* map of 12, service, "name" (prebuild) */
-    put_key(e, name, key_get(e, name));   /* name is static: kept like a key */
-    PUT_KEY(e, "resource");
     const char *res = s->resource ? s->resource : name;
-    pack_str_cap(e, res, strlen(res), DDS_RESOURCE_MAX);
-    char *p = reserve(e, FX_SIZE);
-    if (p != NULL) {
-        memcpy(p, FIXED, FX_SIZE);
-        put_be64_at(p + FX_TRACE_ID, t->trace_id_lo);
-        put_be64_at(p + FX_SPAN_ID, s->span_id);
-        put_be64_at(p + FX_PARENT_ID, s->parent_id);
-        put_be64_at(p + FX_START, (uint64_t)s->start_ns);
-        put_be64_at(p + FX_DURATION, (uint64_t)s->duration_ns);
-        put_be64_at(p + FX_ERROR, s->error ? 1 : 0);
-        e->sb->size += FX_SIZE;
-    }
+    size_t rlen = strlen(res);
+    const dds_tagset *ts = s->tagset;
+    size_t room = e->span_room + (size_t)s->nmeta * META_ROOM + (size_t)s->nmetrics * METRIC_ROOM +
+                  (rlen <= DDS_RESOURCE_MAX ? rlen : 0);
+    if (ts != NULL)
+        room += ts->meta_len + ts->metric_len;
+    e->room = room;
+    char *p = reserve(e, room);
+    if (p == NULL)
+        return NULL;
+    p = w_block(p, e->pre.data, e->pre_head); /* map of 12, service, "name" (prebuild) */
+    const key_ent *ke = key_get(e, name);     /* name is static: kept like a key */
+    if (__builtin_expect(ke->n != 0, 1))
+        p = w_key(p, ke);
+    else
+        SLOW(e, p, put_key(e, name, ke));
+    p = W_KEYLIT(p, "resource");
+    if (__builtin_expect(rlen <= DDS_RESOURCE_MAX && all_ascii(res, rlen), 1))
+        p = w_str(p, res, rlen);
+    else
+        SLOW(e, p, pack_str_cap(e, res, rlen, DDS_RESOURCE_MAX));
+    memcpy(p, FIXED, FX_SIZE);
+    put_be64_at(p + FX_TRACE_ID, t->trace_id_lo);
+    put_be64_at(p + FX_SPAN_ID, s->span_id);
+    put_be64_at(p + FX_PARENT_ID, s->parent_id);
+    put_be64_at(p + FX_START, (uint64_t)s->start_ns);
+    put_be64_at(p + FX_DURATION, (uint64_t)s->duration_ns);
+    put_be64_at(p + FX_ERROR, s->error ? 1 : 0);
+    p += FX_SIZE;
     const char *type = s->type ? s->type : "";
-    put_key(e, type, key_get(e, type)); /* static too */
-    pack_meta(e, t, s, is_root);
-    pack_metrics(e, t, s, is_root);
+    ke = key_get(e, type); /* static too */
+    if (__builtin_expect(ke->n != 0, 1))
+        p = w_key(p, ke);
+    else
+        SLOW(e, p, put_key(e, type, ke));
+    if ((p = pack_meta(e, p, t, s, is_root)) == NULL)
+        return NULL;
+    return pack_metrics(e, p, t, s, is_root);
+}
+
+static void pack_span(enc *e, const dds_trace *t, const dds_span *s, int is_root)
+{
+    char *p = pack_span_items(e, t, s, is_root);
+    if (p != NULL)
+        cur_save(e, p);
 }
 
 /* The local root first, with the trace-level tags, then the rest in the
@@ -839,6 +1027,19 @@ static uint32_t pack_chunk(enc *e, const dds_trace *t)
         }
     end32(e, off, n);
     return n;
+}
+
+/* A process-wide tag as pack_process_tag writes it for a span without its
+ * key, appended to e->pre. */
+static int prebuild_process_tag(enc *e, const dds_span *s, const char *k, const char *v)
+{
+    (void)s;
+    pack_str(e, k);
+    pack_val(e, v);
+    e->pt_keys |= dds_key_bit(k);
+    if (rkey_of(k, strlen(k)) != RK_NONE)
+        e->pt_rk = 1;
+    return 1;
 }
 
 /* The parts every span of this payload shares, encoded once into e->pre with
@@ -870,6 +1071,12 @@ static void prebuild(enc *e)
     PUT_KEY(e, "process_id");
     put_double(e, (double)e->o->pid);
     e->pre_metrics = e->pre.size;
+    e->pt_n = process_tags(e, NULL, prebuild_process_tag);
+    e->pt_len = e->pre.size - e->pre_metrics;
+    e->rset_base = RBIT(RK_LANGUAGE);
+    if (e->o->runtime_id && e->o->runtime_id[0])
+        e->rset_base |= RBIT(RK_RUNTIME_ID);
+    e->span_room = span_room(e);
     e->sb = out;
 }
 
