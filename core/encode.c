@@ -44,6 +44,7 @@ static const struct { const char *name; size_t len; } rkeys[RK_COUNT] = {
 typedef struct key_ent {
     unsigned char n;  /* bytes of b to write; 0: not kept (pack_str every time) */
     unsigned char rk; /* enum rkey, RK_NONE for any other key */
+    uint32_t rbit;    /* 1 << rk, 0 for RK_NONE: tested against enc.rset */
     char b[32];       /* fixstr header and body, zero-padded */
 } key_ent;
 
@@ -406,7 +407,7 @@ __attribute__((always_inline)) static inline int ascii_no_nul(const char *s, siz
 /* ---- headers whose count is known only at the end ---------------------- */
 
 /* A map32/array32 header (fixed 5 bytes) to patch once the count is known. */
-static size_t begin32(enc *e, unsigned char tag)
+__attribute__((always_inline)) static inline size_t begin32(enc *e, unsigned char tag)
 {
     size_t off = e->sb->size;
     char *p = reserve(e, 5);
@@ -462,6 +463,7 @@ __attribute__((noinline)) static const key_ent *key_fill(enc *e, const char *k, 
         e->kc_key[slot] = k;
     }
     ke->rk = (unsigned char)rkey_of(k, len);
+    ke->rbit = ke->rk != RK_NONE ? 1u << ke->rk : 0;
     return ke;
 }
 
@@ -831,7 +833,8 @@ static char *pack_meta(enc *e, char *p, const dds_trace *t, const dds_span *s, i
         if (k == NULL)
             continue;
         const key_ent *ke = key_get(e, k);
-        if (ke->rk != RK_NONE ? (rset >> ke->rk) & 1 : nother && reserved_has(e, k, RK_NONE))
+        if (__builtin_expect((ke->rbit & rset) != 0, 0) ||
+            (__builtin_expect(nother != 0, 0) && ke->rk == RK_NONE && reserved_has(e, k, RK_NONE)))
             continue;
         uint32_t vlen = m->vlen;
         if (__builtin_expect(ke->n != 0 && vlen <= VAL_FAST && ascii_no_nul(m->val, vlen), 1)) {
@@ -897,7 +900,7 @@ static char *pack_metrics(enc *e, char *p, const dds_trace *t, const dds_span *s
         if (k == NULL || !isfinite(m->val))
             continue;
         const key_ent *ke = key_get(e, k);
-        if ((rset >> ke->rk) & 1 & (ke->rk != RK_NONE))
+        if (__builtin_expect((ke->rbit & rset) != 0, 0))
             continue;
         if (__builtin_expect(ke->n != 0, 1)) {
             p = w_key(p, ke);
@@ -972,7 +975,8 @@ static char *pack_span_items(enc *e, const dds_trace *t, const dds_span *s, int 
     else
         SLOW(e, p, put_key(e, name, ke));
     p = W_KEYLIT(p, "resource");
-    if (__builtin_expect(rlen <= DDS_RESOURCE_MAX && all_ascii(res, rlen), 1))
+    /* (res has no NUL before rlen: ascii_no_nul is all_ascii here) */
+    if (__builtin_expect(rlen <= DDS_RESOURCE_MAX && ascii_no_nul(res, rlen), 1))
         p = w_str(p, res, rlen);
     else
         SLOW(e, p, pack_str_cap(e, res, rlen, DDS_RESOURCE_MAX));

@@ -1090,6 +1090,70 @@ static void test_encode_speed(void **state)
     free_list(list);
 }
 
+/* The encoder reserves a span's room once and writes its fast items without
+ * a check, the rest through the checked writers (after which the room is
+ * made again): whatever room the buffer starts with, every growth boundary
+ * falling anywhere among fast and slow items, the bytes are the same. */
+static void test_every_buffer_boundary(void **state)
+{
+    (void)state;
+    static const dds_tag set_meta[] = {{"peer.service", "127.0.0.1", 9}, {"span.kind", "client", 6}};
+    static const dds_tag_num set_num[] = {{"network.destination.port", 6379}};
+    dds_tagset *ts = dds_tagset_new(set_meta, 2, set_num, 1);
+    assert_non_null(ts);
+    char v256[257], v257[258], vlong[600];
+    memset(v256, 'a', 256), v256[256] = 0;
+    memset(v257, 'b', 257), v257[257] = 0;
+    memset(vlong, 'c', 599), vlong[599] = 0;
+    dds_span *root = dds_span_start("web.request", "web", NULL, NULL);
+    dds_span *child = dds_span_start("redis.command", "redis", root, NULL);
+    dds_span *spans[2] = {root, child};
+    for (int i = 0; i < 2; i++) {
+        dds_span *s = spans[i];
+        dds_span_set_tagset(s, ts);
+        dds_span_set_meta(s, "fast", "value");
+        dds_span_set_meta(s, "v256", v256);        /* the longest fast value */
+        dds_span_set_meta(s, "v257", v257);        /* checked */
+        dds_span_set_meta(s, "utf8", "caf\xc3\xa9");  /* checked: not ASCII */
+        dds_span_set_meta(s, "bad", "\xff\xfe");     /* checked: repaired */
+        dds_span_set_meta_dyn(s, "a-key-that-is-much-longer-than-thirty-two-bytes", "k");
+        dds_span_set_meta(s, "team", "own");       /* DD_TAGS' key: the span's wins */
+        dds_span_set_meta(s, "after", vlong);
+        dds_span_set_metric(s, "m", 1.5);
+        dds_span_set_resource(s, i ? vlong : "GET /");
+    }
+    dds_span_set_meta(child, "span.kind", "server"); /* collides with the set */
+    dds_span_finish(child);
+    dds_trace *t = finish_root(root);
+    t->trace_id_hi = 0x6553f0ab00000000ULL;
+    t->sampling = (dds_sampling){.decided = 1, .priority = 2, .mechanism = DDS_MECH_RULE,
+                                 .rule_psr = 0.5, .agent_psr = -1, .limit_psr = -1, .ksr = 0.5};
+    dds_trace_context *c = dds_trace_ctx_mut(t);
+    snprintf(c->origin, sizeof c->origin, "synthetics");
+    set_tag(t, "_dd.p.usr.id", "dXNlcg==");
+
+    msgpack_sbuffer ref;
+    dds_encode_result r0, r;
+    msgpack_sbuffer_init(&ref);
+    assert_int_equal(dds_encode_traces(&ref, t, &opts, &r0), 0);
+    assert_int_equal(r0.spans, 2);
+    for (size_t a = 1; a <= ref.size + 64; a++) {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        sb.data = malloc(a);
+        assert_non_null(sb.data);
+        sb.alloc = a;
+        assert_int_equal(dds_encode_traces(&sb, t, &opts, &r), 0);
+        assert_int_equal(sb.size, ref.size);
+        assert_memory_equal(sb.data, ref.data, ref.size);
+        assert_memory_equal(&r, &r0, sizeof r);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    msgpack_sbuffer_destroy(&ref);
+    dds_trace_free(t);
+    dds_tagset_unref(ts);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1107,6 +1171,7 @@ int main(void)
         cmocka_unit_test_setup(test_tagset_process_tags, setup),
         cmocka_unit_test_setup(test_tagset_overlap_and_reserved, setup),
         cmocka_unit_test_setup(test_tagset_get, setup),
+        cmocka_unit_test_setup(test_every_buffer_boundary, setup),
         cmocka_unit_test(test_format_rate),
         cmocka_unit_test_setup(test_encode_speed, setup),
     };
