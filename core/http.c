@@ -99,7 +99,6 @@ static int hscan_byte(dds_http_hscan *h, unsigned char c)
         h->cr = 0;
         if (h->phase == P_H_START)
             return SC_DONE;
-        h->line_no++;
         h->phase = P_H_START;
         h->sub = 0;
         return SC_MORE;
@@ -270,6 +269,19 @@ static int64_t parse_content_length(const char *v, size_t n)
 {
     int64_t val = -1;
     size_t i = 0;
+    if (n - 1 < 18) {
+        /* the usual one value of 1-18 digits: below CL_MAX, no list */
+        uint64_t x = 0;
+        for (i = 0; i < n; i++) {
+            unsigned d = (unsigned char)v[i] - (unsigned)'0';
+            if (d > 9)
+                break;
+            x = x * 10 + d;
+        }
+        if (i == n)
+            return (int64_t)x;
+        i = 0;
+    }
     for (;;) {
         int64_t x = 0;
         size_t digits = 0;
@@ -348,6 +360,13 @@ static uint64_t ld8(const void *p)
     return v;
 }
 
+static uint16_t ld2(const void *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
 static uint32_t ld4(const void *p)
 {
     uint32_t v;
@@ -379,6 +398,21 @@ static int name_is(const unsigned char *a, size_t n, const char *lit)
     return 1;
 }
 
+/* Of every first byte of a name, the lengths modulo 32 (bit n % 32) of
+ * the names collect_header looks at: most lines are none of them, and are
+ * told so by one lookup. */
+#define LB(n) (1u << (n))
+static const uint32_t name_len_bits[256] = {
+    ['b'] = LB(2), ['B'] = LB(2),
+    ['c'] = LB(10) | LB(14), ['C'] = LB(10) | LB(14),
+    ['e'] = LB(6), ['E'] = LB(6),
+    ['h'] = LB(4), ['H'] = LB(4),
+    ['t'] = LB(10) | LB(11) | LB(17), ['T'] = LB(10) | LB(11) | LB(17),
+    ['u'] = LB(7) | LB(10), ['U'] = LB(7) | LB(10),
+    ['x'] = ~0u, ['X'] = ~0u, /* x-datadog-*, x-b3-*: any length */
+};
+#undef LB
+
 /* One header line of a head being collected: name (tchars), value (trimmed). */
 static void collect_header(collect *col, const unsigned char *name, size_t nlen, const char *val,
                            size_t vlen)
@@ -397,6 +431,8 @@ static void collect_header(collect *col, const unsigned char *name, size_t nlen,
     }
     /* Framing and context headers are looked at on every line, kept or
      * not, so that header 65 cannot change how the body is read. */
+    if (!((name_len_bits[name[0]] >> (nlen & 31)) & 1))
+        return;
     switch (name[0] | 0x20) {
     case 'c':
         if (nlen == 14 && name_is(name, 14, "content-length")) {
@@ -591,52 +627,78 @@ static inline __attribute__((always_inline)) unsigned plain_mask(__m128i x)
     return (unsigned)_mm_movemask_epi8(_mm_cmpgt_epi8(_mm_add_epi8(x, _mm_set1_epi8(1)), _mm_set1_epi8(0x20)));
 }
 
+static inline __attribute__((always_inline)) __m128i load16(const unsigned char *p)
+{
+    return _mm_loadu_si128((const __m128i *)(const void *)p);
+}
+
+/* The bytes among the 32 at p that are not plain (plain_mask), bit j for
+ * byte j. */
+static inline __attribute__((always_inline)) uint32_t odd32(__m128i lo, const unsigned char *p16)
+{
+    return ~(plain_mask(lo) | plain_mask(load16(p16)) << 16);
+}
+
 /* The usual header line at l, from 16-byte loads: a name of letters, digits
  * and '-' up to ':' within the first 16 bytes, at most one SP, a value of
- * 0x20-0x7e up to CRLF, all within left. The first load gives both where the
- * name ends and, often, where the value does. Returns the name's length and
- * sets *vs (the value after the SP) and *ve (its CR); 0 for any other line,
+ * 0x20-0x7e up to CRLF, all within left. The first 32 bytes are looked at
+ * together (most lines end within them): the first load gives where the
+ * name ends, both where the value does. Returns the name's length and sets
+ * *vs (the value after the SP) and *ve (its CR); 0 for any other line,
  * which the byte-class scan then takes from its start, so the two never
  * disagree. tail: the input has 16 bytes ending at l + left, so a load that
  * would run past the end is taken from l + left - 16 and its mask shifted. */
 static inline __attribute__((always_inline)) size_t line_sse(const unsigned char *l, size_t left, int tail,
                                                              size_t *vs, size_t *ve)
 {
-    size_t k = 0, sh = 0, nl, e, v;
-    unsigned nt, ct;
+    size_t k = 0, nl, e, v;
+    unsigned nt;
+    uint32_t ct;
     __m128i x;
-    if (left >= 16)
-        x = _mm_loadu_si128((const __m128i *)(const void *)l);
-    else if (tail) {
-        sh = 16 - left;
-        x = _mm_loadu_si128((const __m128i *)(const void *)(l + left - 16));
+    if (left >= 32) {
+        x = load16(l);
+        nt = nonname_mask(x);
+        ct = odd32(x, l + 16);
+        /* the name's bytes and ':' are not odd: ct's first byte is after them */
+        while (ct == 0) {
+            k += 32;
+            if (k + 32 <= left) {
+                ct = odd32(load16(l + k), l + k + 16);
+            } else if (k < left) {
+                ct = odd32(load16(l + left - 32), l + left - 16) >> (k + 32 - left);
+                if (ct == 0)
+                    return 0;
+            } else {
+                return 0;
+            }
+        }
     } else {
-        return 0;
-    }
-    nt = nonname_mask(x) >> sh;
-    ct = (plain_mask(x) ^ 0xffffu) >> sh;
-    if (nt == 0)
-        return 0;
-    nl = (size_t)__builtin_ctz(nt);
-    if (nl == 0 || l[nl] != ':')
-        return 0;
-    /* ct's first byte is after the colon: the name's bytes are not odd */
-    while (ct == 0) {
-        if (sh)
-            return 0;
-        k += 16;
-        if (k + 16 <= left) {
-            x = _mm_loadu_si128((const __m128i *)(const void *)(l + k));
-        } else if (tail && k < left) {
-            sh = k + 16 - left;
-            x = _mm_loadu_si128((const __m128i *)(const void *)(l + left - 16));
+        size_t sh = 0;
+        if (left >= 16) {
+            x = load16(l);
+        } else if (tail) {
+            sh = 16 - left;
+            x = load16(l + left - 16);
         } else {
             return 0;
         }
+        nt = nonname_mask(x) >> sh;
         ct = (plain_mask(x) ^ 0xffffu) >> sh;
+        if (ct == 0) {
+            if (sh || left == 16)
+                return 0;
+            /* 17-31 bytes: the rest in one load ending at l + left */
+            k = 16;
+            ct = (plain_mask(load16(l + left - 16)) ^ 0xffffu) >> (32 - left);
+            if (ct == 0)
+                return 0;
+        }
     }
+    if (nt == 0)
+        return 0;
+    nl = (size_t)__builtin_ctz(nt);
     e = k + (size_t)__builtin_ctz(ct);
-    if (l[e] != '\r' || e + 1 == left || l[e + 1] != '\n')
+    if (nl == 0 || l[nl] != ':' || e + 1 == left || ld2(l + e) != ld2("\r\n"))
         return 0;
     v = nl + 1 + (l[nl + 1] == ' ');
     if (l[v] == ' ')
@@ -694,7 +756,12 @@ static int first_line(const unsigned char *p, size_t n, int is_response, size_t 
     } else {
         if ((r = version_at(p, n)) != LN_OK)
             return r;
-        for (k = 8; k < 12; k++) {
+        /* " 1xx" .. " 9xx": the first byte that is missing or wrong decides,
+         * so the loop below when any is */
+        if (n > 12 && p[8] == ' ' && (unsigned)(p[9] - '1') < 9 && (unsigned)(p[10] - '0') < 10 &&
+            (unsigned)(p[11] - '0') < 10)
+            k = 12;
+        else for (k = 8; k < 12; k++) {
             if (k == n)
                 return LN_PART;
             if (k == 8 ? p[k] != ' ' : (p[k] < '0' || p[k] > '9' || (k == 9 && p[k] == '0')))
@@ -724,7 +791,10 @@ static int first_line(const unsigned char *p, size_t n, int is_response, size_t 
             m->version_minor = p[7] - '0';
             m->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
         } else {
-            memcpy(m->method, p, t - 1);
+            if (n >= sizeof m->method)
+                memcpy(m->method, p, sizeof m->method); /* one fixed-size copy */
+            else
+                memcpy(m->method, p, t - 1);
             m->method[t - 1] = '\0';
             m->target = (const char *)p + t;
             m->target_len = tl;
@@ -743,7 +813,6 @@ static int first_line(const unsigned char *p, size_t n, int is_response, size_t 
 static size_t scan_lines(dds_http_hscan *h, const unsigned char *p, size_t n, int *res, collect *col)
 {
     size_t i = 0, k, v, ve, nl;
-    uint32_t lines = 0;
     int r = SC_MORE;
 #ifdef __SSE2__
     int tail = n >= 16;
@@ -755,7 +824,6 @@ static size_t scan_lines(dds_http_hscan *h, const unsigned char *p, size_t n, in
             *res = lr == LN_BAD ? SC_BAD : SC_MORE;
             return 0;
         }
-        lines = 1;
     }
     while (i < n) {
         const unsigned char *l = p + i;
@@ -810,14 +878,12 @@ static size_t scan_lines(dds_http_hscan *h, const unsigned char *p, size_t n, in
             collect_header(col, l, nl, (const char *)l + v, k - v);
         }
         i += ve + 2;
-        lines++;
     }
     *res = r;
     if (r == SC_BAD)
         return i;
     h->pos += (uint32_t)i;
-    if (lines) {
-        h->line_no += lines;
+    if (i) { /* the first line was taken, or h was at a line start already */
         h->phase = P_H_START;
         h->sub = 0;
     }
@@ -894,7 +960,7 @@ static void parse_head(const char *h, size_t n, int is_response, dds_http_msg *m
  * (all n bytes taken). *colp: collecting while scanning, which is only
  * complete if the whole head is scanned by this call through scan_lines: set
  * to NULL when the byte-at-a-time path has to take over. */
-static int head_scan(dds_http_hscan *h, const unsigned char *p, size_t n, size_t *used, collect **colp)
+static inline __attribute__((always_inline)) int head_scan(dds_http_hscan *h, const unsigned char *p, size_t n, size_t *used, collect **colp)
 {
     size_t i = 0;
     for (;;) {
