@@ -247,8 +247,9 @@ static size_t hscan_run(dds_http_hscan *h, const unsigned char *p, size_t n)
  * (parse_head), by this same code. */
 
 typedef struct framing {
-    int cl_seen, cl_bad, te_seen, te_chunked_count, te_last_chunked;
-    int conn_close, conn_keepalive, conn_upgrade, has_upgrade;
+    uint8_t cl_seen, cl_bad, te_seen, te_last_chunked;
+    uint8_t conn_close, conn_keepalive, conn_upgrade, has_upgrade;
+    int te_chunked_count;
     int64_t cl;
 } framing;
 
@@ -639,15 +640,15 @@ static inline __attribute__((always_inline)) uint32_t odd32(__m128i lo, const un
     return ~(plain_mask(lo) | plain_mask(load16(p16)) << 16);
 }
 
-/* The usual header line at l, from 16-byte loads: a name of letters, digits
- * and '-' up to ':' within the first 16 bytes, at most one SP, a value of
- * 0x20-0x7e up to CRLF, all within left. The first 32 bytes are looked at
- * together (most lines end within them): the first load gives where the
- * name ends, both where the value does. Returns the name's length and sets
- * *vs (the value after the SP) and *ve (its CR); 0 for any other line,
- * which the byte-class scan then takes from its start, so the two never
- * disagree. tail: the input has 16 bytes ending at l + left, so a load that
- * would run past the end is taken from l + left - 16 and its mask shifted. */
+/* The usual header line at l, from 16-byte loads: a name of 1-16 letters,
+ * digits and '-', then ':', at most one SP, a value of 0x20-0x7e up to
+ * CRLF, all within left. The first 32 bytes are looked at together (most
+ * lines end within them): the first load gives where the name ends, both
+ * where the value does. Returns the name's length and sets *vs (the value
+ * after the SP) and *ve (its CR); 0 for any other line, which the
+ * byte-class scan then takes from its start, so the two never disagree.
+ * tail: the input has 16 bytes ending at l + left, so a load that would
+ * run past the end is taken from l + left - 16 and its mask shifted. */
 static inline __attribute__((always_inline)) size_t line_sse(const unsigned char *l, size_t left, int tail,
                                                              size_t *vs, size_t *ve)
 {
@@ -694,9 +695,10 @@ static inline __attribute__((always_inline)) size_t line_sse(const unsigned char
                 return 0;
         }
     }
-    if (nt == 0)
-        return 0;
-    nl = (size_t)__builtin_ctz(nt);
+    /* Odd bytes are not name bytes: the name ends at e at the latest. When
+     * it does not end within the first 16 bytes (then e is past them), byte
+     * 16 is still the line's: a 16-byte name is as good as a shorter one. */
+    nl = (size_t)__builtin_ctz(nt | 0x10000u);
     e = k + (size_t)__builtin_ctz(ct);
     if (nl == 0 || l[nl] != ':' || e + 1 == left || ld2(l + e) != ld2("\r\n"))
         return 0;

@@ -697,6 +697,112 @@ static void test_head_fields(void **state)
     log_fields = 0;
 }
 
+/* Header lines of name lengths around 16 (the longest the one-pass
+ * line takes) and value length around 16, 32 and 64 (where its loads
+ * end), at the end of the input and before another line, with one odd byte
+ * (HTAB, obs-text, a control, DEL) at each place of the value, one or two
+ * SP after the colon and SP before the CR: what the head reports is built
+ * here from the grammar, independently of the scanner, and every split
+ * must agree with it. */
+static void test_line_shapes(void **state)
+{
+    (void)state;
+    static const char name_bytes[] = "Abcdefghij-KLMNOPQRSTUVWXYZ0123456789";
+    static const unsigned char odd[] = { 0, '\t', 0x80, 0x01, 0x7f, 0x0b };
+    char in[512], want[1024], name[40], val[100];
+    static const int nls[] = { 1, 2, 5, 14, 15, 16, 17, 19 };
+    int nl, vl, pad, o, j, sp, trail;
+    size_t ni;
+    for (ni = 0; ni < sizeof nls / sizeof nls[0]; ni++) {
+        nl = nls[ni];
+        memcpy(name, name_bytes + (nl * 7) % 10, (size_t)nl);
+        name[nl] = '\0';
+        for (vl = 0; vl <= 70; vl++) {
+            if ((vl > 4 && vl < 12) || (vl > 20 && vl < 26) || (vl > 38 && vl < 42) || (vl > 50 && vl < 58))
+                continue; /* fewer cases; the loads' edges are kept */
+            for (pad = 0; pad < 2; pad++) {
+                for (o = 0; o < (int)sizeof odd; o++) {
+                    for (j = 0; j < (o ? vl : 1); j += (o ? 1 + vl / 4 : 1)) {
+                        sp = 1 + (vl + j + o) % 2;
+                        trail = (vl + o + pad) % 3 == 0;
+                        int bad = 0, n, k, vs = 0, ve;
+                        for (k = 0; k < vl; k++)
+                            val[k] = (char)('a' + (k * 5 + nl) % 26);
+                        if (vl >= 2) {
+                            val[0] = '0' + (char)(vl % 10);
+                            val[vl / 2] = ' ';
+                        }
+                        if (o) {
+                            val[j] = (char)odd[o];
+                            bad = odd[o] != '\t' && odd[o] != 0x80;
+                        }
+                        n = sprintf(in, "GET / HTTP/1.1\r\n%s%s:%s", pad ? "Pad: x\r\n" : "", name,
+                                    sp == 2 ? "  " : " ");
+                        memcpy(in + n, val, (size_t)vl);
+                        n += vl;
+                        n += sprintf(in + n, "%s\r\n%s\r\n", trail ? " " : "", pad ? "" : "Z: z\r\n");
+                        /* the value as the header reports it: OWS trimmed */
+                        ve = vl;
+                        while (vs < ve && (val[vs] == ' ' || val[vs] == '\t'))
+                            vs++;
+                        while (ve > vs && (val[ve - 1] == ' ' || val[ve - 1] == '\t'))
+                            ve--;
+                        if (bad) {
+                            snprintf(want, sizeof want, "I\n");
+                        } else {
+                            int w = snprintf(want, sizeof want,
+                                             "H GET / 1.1 cl=-1 ch=0 cc=0 ec=0 up=0 amb=0 hl=%d n=2 tr=0 [%s%s=",
+                                             n, pad ? "Pad=x;" : "", name);
+                            memcpy(want + w, val + vs, (size_t)(ve - vs));
+                            w += ve - vs;
+                            snprintf(want + w, sizeof want - (size_t)w, ";%s]\nD GET body=0\n", pad ? "" : "Z=z;");
+                        }
+                        opts op = { 0, 0, 0, 0 };
+                        check_o(&op, in, (size_t)n, want);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Content-Length: the 1-18 digit values taken in one pass, and the longer
+ * ones (up to 2^62) as before; a status line's code. */
+static void test_cl_and_status_edges(void **state)
+{
+    (void)state;
+    static const struct { const char *v; const char *cl; } cls[] = {
+        { "0", "cl=0 " }, { "7", "cl=7 " }, { "999999999999999999", "cl=999999999999999999 " },
+        { "000000000000000012", "cl=12 " }, { "0000000000000000012", "cl=12 " },
+        { "4611686018427387904", "cl=4611686018427387904 " }, { "4611686018427387905", "amb=1 " },
+        { "1234567890123456789", "cl=1234567890123456789 " }, { "12a", "amb=1 " },
+        { "1 ", "cl=1 " }, { "3,3", "cl=3 " }, { "3,4", "amb=1 " }, { "+3", "amb=1 " },
+        { "99999999999999999x", "amb=1 " },
+    };
+    char in[256];
+    size_t i;
+    for (i = 0; i < sizeof cls / sizeof cls[0]; i++) {
+        rec *r = calloc(1, sizeof *r);
+        opts o = { 1, 1, 0, 0 }; /* a response to HEAD: no body to read */
+        int dead, b, n = snprintf(in, sizeof in, "HTTP/1.1 200 OK\r\nContent-Length: %s\r\n\r\n", cls[i].v);
+        check_o(&o, in, (size_t)n, NULL);
+        run_split(&o, in, (size_t)n, NULL, 0, r, &dead, &b);
+        if (!strstr(r->log, cls[i].cl))
+            print_error("%s: %s\n", cls[i].v, r->log);
+        assert_non_null(strstr(r->log, cls[i].cl));
+        free(r);
+    }
+    check(1, "HTTP/1.1 200\r\n\r\n", "H 200 1.1 cl=-1 ch=0 cc=0 ec=0 up=0 amb=0 hl=16 n=0 tr=0 []\n");
+    check(1, "HTTP/1.1 999 X\r\nContent-Length: 0\r\n\r\n",
+          "H 999 1.1 cl=0 ch=0 cc=0 ec=0 up=0 amb=0 hl=37 n=1 tr=0 [Content-Length=0;]\nD 999 body=0\n");
+    check(1, "HTTP/1.1 099 X\r\n\r\n", "I\n");
+    check(1, "HTTP/1.1 1000\r\n\r\n", "I\n");
+    check(1, "HTTP/1.1 2x0 OK\r\n\r\n", "I\n");
+    check(1, "HTTP/1.1  200 OK\r\n\r\n", "I\n");
+    check(1, "HTTP/1.1 20", NULL);
+    check(1, "HTTP/1.1 200", NULL);
+}
+
 static void hdr_cb(void *ctx, int ev, const dds_http_msg *m)
 {
     int *ok = ctx;
@@ -957,6 +1063,8 @@ int main(void)
         cmocka_unit_test(test_many_headers),
         cmocka_unit_test(test_header_lookup),
         cmocka_unit_test(test_head_fields),
+        cmocka_unit_test(test_line_shapes),
+        cmocka_unit_test(test_cl_and_status_edges),
         cmocka_unit_test(test_null_cb_and_reuse),
         cmocka_unit_test(test_take_scanned),
         cmocka_unit_test(test_scan_complete),
