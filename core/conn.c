@@ -446,11 +446,11 @@ int dds_conn_send_plan(dds_conn *c, const struct iovec *app, int napp, struct io
             if (sc.head_len <= DDS_INJECT_MAX_HEAD && !sc.ambiguous_framing && dds_cfg->inject.n > 0) {
                 dds_trace *t = s->trace;
                 dds_span *root = t->root_span_id == s->span_id ? s : NULL;
-                dds_trace_decide(t, root ? root : s);
                 char block[DDS_INJECT_BLOCK_MAX];
-                pthread_mutex_lock(&t->mu);
+                dds_trace_lock(t);
+                dds_trace_decide_locked(t, root ? root : s);
                 size_t bl = dds_propagation_inject(t, s->span_id, dds_cfg, block, sizeof block);
-                pthread_mutex_unlock(&t->mu);
+                dds_trace_unlock(t);
                 if (bl > 0 && sc.head_len + bl <= DDS_INJECT_MAX_HEAD + DDS_INJECT_BLOCK_MAX &&
                     dds_inject_begin(&c->inj, block, bl, sc.insert_off) == 0)
                     planned = dds_inject_plan(&c->inj, app, napp, out, outcap);

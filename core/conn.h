@@ -25,6 +25,7 @@
 
 #include "http.h"
 #include "inject.h"
+#include "lock.h"
 #include "span.h"
 
 enum { DDS_CONN_CLIENT = 1, DDS_CONN_SERVER = 2 };
@@ -79,38 +80,15 @@ typedef struct dds_conn {
     unsigned fork_epoch;         /* dds_conn_fork_epoch when the state was made */
 } dds_conn;
 
-/* A connection's lock: one word, taken with one atomic exchange. It is only
- * ever held while bytes are parsed or planned, never across a system call,
- * so a second thread spins briefly (and yields if the holder was
- * preempted). pthread_mutex_trylock/lock/unlock cost ~250 instructions per
- * HTTP request in the hooks. */
-static inline int dds_conn_trylock(dds_conn *c)
-{
-    return __atomic_load_n(&c->mu, __ATOMIC_RELAXED) == 0 &&
-           __atomic_exchange_n(&c->mu, 1, __ATOMIC_ACQUIRE) == 0;
-}
-
-static inline void dds_conn_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
-static inline void dds_conn_lock(dds_conn *c)
-{
-    for (unsigned n = 0; !dds_conn_trylock(c); n++) {
-        if (n < 100)
-            dds_conn_cpu_relax();
-        else
-            sched_yield();
-    }
-}
-
-static inline void dds_conn_unlock(dds_conn *c)
-{
-    __atomic_store_n(&c->mu, 0, __ATOMIC_RELEASE);
-}
+/* A connection's lock: one word (core/lock.h). It is only ever held while
+ * bytes are parsed or planned, never across a system call, so a second
+ * thread spins briefly (and yields if the holder was preempted).
+ * pthread_mutex_trylock/lock/unlock cost ~250 instructions per HTTP request
+ * in the hooks. */
+static inline int dds_conn_trylock(dds_conn *c) { return dds_spin_trylock(&c->mu); }
+static inline void dds_conn_cpu_relax(void) { dds_spin_relax(); }
+static inline void dds_conn_lock(dds_conn *c) { dds_spin_lock(&c->mu); }
+static inline void dds_conn_unlock(dds_conn *c) { dds_spin_unlock(&c->mu); }
 
 /* Bumped by every fork() (dds_conn_atfork_prepare): a state older than the
  * last fork may share its socket with another process. */

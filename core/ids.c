@@ -42,11 +42,9 @@ static void rng_seed(void)
 
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-static uint64_t rng_next(void)
+/* One xoshiro256** step. */
+static inline __attribute__((always_inline)) uint64_t rng_step(uint64_t *s)
 {
-    if (rng_gen != __atomic_load_n(&dds_id_generation, __ATOMIC_RELAXED))
-        rng_seed();
-    uint64_t *s = rng_s;
     uint64_t result = rotl(s[1] * 5, 7) * 9;
     uint64_t t = s[1] << 17;
     s[2] ^= s[0];
@@ -58,6 +56,19 @@ static uint64_t rng_next(void)
     return result;
 }
 
+/* The thread's state, reseeded first after a fork (or on first use). */
+static inline __attribute__((always_inline)) uint64_t *rng_state(void)
+{
+    if (__builtin_expect(rng_gen != __atomic_load_n(&dds_id_generation, __ATOMIC_RELAXED), 0))
+        rng_seed();
+    return rng_s;
+}
+
+static uint64_t rng_next(void)
+{
+    return rng_step(rng_state());
+}
+
 uint64_t dds_id_span(void)
 {
     uint64_t id;
@@ -67,19 +78,33 @@ uint64_t dds_id_span(void)
     return id;
 }
 
+/* A trace id's random low half; a 64-bit one has its MSB clear. */
+static inline __attribute__((always_inline)) uint64_t trace_low(uint64_t *s, int use_128)
+{
+    uint64_t l;
+    do
+        l = use_128 ? rng_step(s) : rng_step(s) & 0x7fffffffffffffffULL;
+    while (l == 0);
+    return l;
+}
+
 void dds_id_trace(int use_128, uint64_t *hi, uint64_t *lo)
 {
-    if (use_128) {
-        uint64_t l;
-        do
-            l = rng_next();
-        while (l == 0);
-        *lo = l;
-        *hi = ((uint64_t)(uint32_t)time(NULL)) << 32;
-    } else {
-        *hi = 0;
-        *lo = dds_id_span();
-    }
+    *lo = trace_low(rng_state(), use_128);
+    *hi = use_128 ? ((uint64_t)(uint32_t)time(NULL)) << 32 : 0;
+}
+
+void dds_id_root(int use_128, int64_t wall_ns, uint64_t *hi, uint64_t *lo, uint64_t *span_id)
+{
+    uint64_t *s = rng_state();
+    *lo = trace_low(s, use_128);
+    uint64_t id;
+    do
+        id = rng_step(s) & 0x7fffffffffffffffULL;
+    while (id == 0);
+    *span_id = id;
+    uint64_t secs = wall_ns > 0 ? (uint64_t)wall_ns / 1000000000ULL : 0;
+    *hi = use_128 ? ((uint64_t)(uint32_t)secs) << 32 : 0;
 }
 
 void dds_id_uuid4(char out[37])

@@ -14,6 +14,10 @@
 
 uint64_t dds_id_span(void);
 void dds_id_trace(int use_128, uint64_t *hi, uint64_t *lo);
+/* A new trace's id and its root span's id in one call (one state lookup):
+ * the trace id's time is wall_ns (ns since the epoch: the root span's
+ * start), not another clock read. */
+void dds_id_root(int use_128, int64_t wall_ns, uint64_t *hi, uint64_t *lo, uint64_t *span_id);
 /* A new random UUIDv4 string (37 bytes with the NUL), for runtime-id. */
 void dds_id_uuid4(char out[37]);
 /* Call in a fork child so parent and child never draw the same ids. */

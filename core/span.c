@@ -219,16 +219,15 @@ dds_trace_context *dds_trace_ctx_mut(dds_trace *t)
 
 static void finalize_locked(dds_trace *t);
 
-static dds_trace *trace_new(const dds_trace_context *remote)
+/* A new trace: remote's ids, or new ones (then *span_id gets the root's id
+ * too, drawn in the same call; wall_ns is its start, the trace id's time). */
+static dds_trace *trace_new(const dds_trace_context *remote, int64_t wall_ns, uint64_t *span_id)
 {
     dds_trace *t = pool_get(&trace_pool, sizeof *t);
     if (t == NULL)
         return NULL;
     memset(t, 0, sizeof *t);
-    t->ctx = &dds_context_none;
-    /* A default mutex, without pthread_mutex_init's call (per span). */
-    static const pthread_mutex_t mu_init = PTHREAD_MUTEX_INITIALIZER;
-    t->mu = mu_init;
+    t->ctx = &dds_context_none; /* memset left the lock free */
     t->refs = 1;
     t->sampling.mechanism = DDS_MECH_NONE;
     t->sampling.rule_psr = t->sampling.agent_psr = t->sampling.limit_psr = t->sampling.ksr = -1;
@@ -236,7 +235,6 @@ static dds_trace *trace_new(const dds_trace_context *remote)
         if (dds_context_has_extras(remote)) {
             const dds_trace_context *c = context_copy(remote);
             if (c == NULL) {
-                pthread_mutex_destroy(&t->mu);
                 pool_put(&trace_pool, t);
                 return NULL;
             }
@@ -252,7 +250,7 @@ static dds_trace *trace_new(const dds_trace_context *remote)
     }
     if (!t->is_continued) {
         int use_128 = dds_cfg ? dds_cfg->trace_id_128 : 1;
-        dds_id_trace(use_128, &t->trace_id_hi, &t->trace_id_lo);
+        dds_id_root(use_128, wall_ns, &t->trace_id_hi, &t->trace_id_lo, span_id);
     }
     return t;
 }
@@ -272,10 +270,10 @@ dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent
     if (parent != NULL) {
         t = parent->trace;
         s->parent_id = parent->span_id;
-        pthread_mutex_lock(&t->mu);
+        dds_trace_lock(t);
         if (!t->completed) {
             t->open_spans++;
-            pthread_mutex_unlock(&t->mu);
+            dds_trace_unlock(t);
             goto started;
         }
         /* The parent's chunk is gone: continue the same trace in a new chunk,
@@ -290,15 +288,15 @@ dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent
         c.has_priority = t->sampling.decided;
         c.priority = t->sampling.priority;
         dds_sampling smp = t->sampling;
-        pthread_mutex_unlock(&t->mu);
-        t = trace_new(&c);
+        dds_trace_unlock(t);
+        t = trace_new(&c, wall_ns, &s->span_id);
         if (t == NULL) {
             pool_put(&box_pool, box);
             return NULL;
         }
         t->sampling = smp;
     } else {
-        t = trace_new(remote);
+        t = trace_new(remote, wall_ns, &s->span_id);
         if (t == NULL) {
             pool_put(&box_pool, box);
             return NULL;
@@ -306,8 +304,10 @@ dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent
         if (t->is_continued)
             s->parent_id = remote->parent_id;
     }
-    /* A new trace: no other thread can see it yet, so no lock. */
-    s->span_id = dds_id_span();
+    /* A new trace: no other thread can see it yet, so no lock. Its root's
+     * id came with the trace id, unless the trace continues another. */
+    if (s->span_id == 0)
+        s->span_id = dds_id_span();
     t->root_span_id = s->span_id;
     t->open_spans++;
 started:
@@ -533,17 +533,22 @@ void dds_span_set_error(dds_span *s, const char *msg)
     }
 }
 
+void dds_trace_decide_locked(dds_trace *t, const dds_span *root)
+{
+    if (!t->sampling.decided)
+        dds_trace_decide_hook(t, root);
+}
+
 void dds_trace_decide(dds_trace *t, const dds_span *root)
 {
     if (t == NULL)
         return;
-    pthread_mutex_lock(&t->mu);
-    if (!t->sampling.decided)
-        dds_trace_decide_hook(t, root);
-    pthread_mutex_unlock(&t->mu);
+    dds_trace_lock(t);
+    dds_trace_decide_locked(t, root);
+    dds_trace_unlock(t);
 }
 
-/* dds_trace_finalize with t->mu held. Under the lock because a late child
+/* dds_trace_finalize with the trace's lock held. Under the lock because a late child
  * of a completed chunk (dds_span_start_at) may finalize it on its own
  * thread while the writer is about to. */
 static void finalize_locked(dds_trace *t)
@@ -562,9 +567,9 @@ void dds_trace_finalize(dds_trace *t)
 {
     if (t == NULL)
         return;
-    pthread_mutex_lock(&t->mu);
+    dds_trace_lock(t);
     finalize_locked(t);
-    pthread_mutex_unlock(&t->mu);
+    dds_trace_unlock(t);
 }
 
 void dds_span_finish_at(dds_span *s, int64_t mono_ns)
@@ -583,7 +588,7 @@ void dds_span_finish_at(dds_span *s, int64_t mono_ns)
      * and the list. A chunk that completes undecided is decided by
      * dds_trace_finalize, on the writer, after the deferred work. Rules
      * look at this span's resource and tags: its deferred work runs first. */
-    pthread_mutex_lock(&t->mu);
+    dds_trace_lock(t);
     if (!t->sampling.decided && t->open_spans > 1) {
         dds_span_run_deferred(s);
         dds_trace_decide_hook(t, s);
@@ -606,7 +611,7 @@ void dds_span_finish_at(dds_span *s, int64_t mono_ns)
     int done = --t->open_spans == 0;
     if (done)
         t->completed = 1;
-    pthread_mutex_unlock(&t->mu);
+    dds_trace_unlock(t);
     if (done)
         dds_trace_complete_hook(t);
 }
@@ -647,7 +652,6 @@ void dds_trace_free(dds_trace *t)
         span_free(s);
         s = n;
     }
-    pthread_mutex_destroy(&t->mu);
     context_release(t->ctx);
     pool_put(&trace_pool, t);
 }

@@ -13,7 +13,7 @@
  * Threads: a span is written by one thread at a time (the hooks guarantee it;
  * once its chunk completes, that is the writer, which runs the deferred work
  * of dds_span_defer); the trace's list and counters are under the trace's own
- * mutex. Nothing here
+ * lock (dds_trace_lock). Nothing here
  * interposes or knows about file descriptors.
  */
 #ifndef DDS_SPAN_H
@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "context.h"
+#include "lock.h"
 
 /* Sampling mechanisms (_dd.p.dm = -<n>), wire spec §4.1. */
 enum { DDS_MECH_NONE = -1, DDS_MECH_DEFAULT = 0, DDS_MECH_AGENT_RATE = 1,
@@ -85,7 +86,7 @@ typedef struct dds_span {
 } dds_span;
 
 typedef struct dds_trace {
-    pthread_mutex_t mu;
+    int mu;                     /* the lock (dds_trace_lock): list, counters, decision */
     struct dds_trace *qnext;    /* used by core/queue.c */
     uint64_t trace_id_hi, trace_id_lo;
     uint64_t root_span_id;      /* the local root: the first span of this segment */
@@ -218,11 +219,20 @@ dds_trace_context *dds_trace_ctx_mut(dds_trace *t);
  * still open). Calls dds_trace_decide_hook. */
 void dds_trace_decide(dds_trace *t, const dds_span *root);
 
+/* The trace's lock: one word (core/lock.h), held only briefly (never
+ * across a system call; on the writer, dds_trace_finalize's deferred work). */
+static inline void dds_trace_lock(dds_trace *t) { dds_spin_lock(&t->mu); }
+static inline void dds_trace_unlock(dds_trace *t) { dds_spin_unlock(&t->mu); }
+
+/* dds_trace_decide with the trace's lock already held (for a caller that
+ * needs the lock afterwards anyway: one lock pair instead of two). */
+void dds_trace_decide_locked(dds_trace *t, const dds_span *root);
+
 /* For a completed chunk, on the thread that encodes it (the writer): run
  * the spans' deferred work (dds_span_defer), then make the sampling
  * decision if nothing made it yet (a chunk whose spans all finished at
  * once, and that injected nothing, is decided here rather than on the
- * application thread). Idempotent; under the trace's mutex, since a late
+ * application thread). Idempotent; under the trace's lock, since a late
  * child of the chunk's root (dds_span_start_at) finalizes it first on its
  * own thread when it gets there before the writer. */
 void dds_trace_finalize(dds_trace *t);

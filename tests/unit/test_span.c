@@ -9,7 +9,10 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "ids.h"
@@ -360,6 +363,173 @@ static void test_finalize_races_late_child(void **state)
     dds_trace_decide_hook = saved;
 }
 
+/* A new trace's ids come in one call with its root's (dds_id_root): the
+ * trace id's top 32 bits are the root's start in seconds (the wall time the
+ * span was started at, not another clock read), the next 32 zero, the low
+ * half random and non-zero; the span id 63 bits, non-zero. */
+static void test_root_ids(void **state)
+{
+    (void)state;
+    const int64_t wall = 1700000000LL * 1000000000LL + 999999999LL;
+    dds_span *s = dds_span_start_at("a", "web", NULL, NULL, wall, 5);
+    dds_trace *t = s->trace;
+    assert_int_equal(t->trace_id_hi, (uint64_t)1700000000 << 32);
+    assert_true(t->trace_id_lo != 0);
+    assert_true(s->span_id != 0 && (s->span_id >> 63) == 0);
+    assert_int_equal(t->root_span_id, s->span_id);
+    assert_int_equal(s->start_ns, wall);
+    dds_span_finish(s);
+    assert_int_equal(ncompleted, 1);
+    dds_trace_free(completed[0]);
+    for (int i = 0; i < 10000; i++) {
+        uint64_t hi, lo, sp;
+        dds_id_root(1, wall, &hi, &lo, &sp);
+        assert_int_equal(hi, (uint64_t)1700000000 << 32);
+        assert_true(lo != 0 && sp != 0 && (sp >> 63) == 0 && lo != sp);
+        dds_id_root(0, wall, &hi, &lo, &sp);
+        assert_int_equal(hi, 0);
+        assert_true(lo != 0 && (lo >> 63) == 0 && sp != 0 && (sp >> 63) == 0);
+    }
+}
+
+#define IDS_PER_THREAD 50000
+#define ID_THREADS 4
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void *draw_ids(void *arg)
+{
+    uint64_t *out = arg, hi;
+    for (int i = 0; i < IDS_PER_THREAD; i++)
+        dds_id_root(1, 1, &hi, &out[2 * i], &out[2 * i + 1]);
+    return NULL;
+}
+
+/* Per-thread generators: no id repeats across threads (each seeds its own
+ * state from getrandom), and each bit is set about half the time. */
+static void test_ids_unique_across_threads(void **state)
+{
+    (void)state;
+    size_t n = (size_t)2 * IDS_PER_THREAD * (ID_THREADS + 1);
+    uint64_t *all = malloc(n * sizeof *all);
+    assert_non_null(all);
+    pthread_t th[ID_THREADS];
+    for (int i = 0; i < ID_THREADS; i++)
+        pthread_create(&th[i], NULL, draw_ids, all + (size_t)2 * IDS_PER_THREAD * i);
+    draw_ids(all + (size_t)2 * IDS_PER_THREAD * ID_THREADS);
+    for (int i = 0; i < ID_THREADS; i++)
+        pthread_join(th[i], NULL);
+    size_t ones[64] = {0};
+    for (size_t i = 0; i < n; i += 2) /* trace ids: all 64 bits random */
+        for (int b = 0; b < 64; b++)
+            ones[b] += (all[i] >> b) & 1;
+    for (int b = 0; b < 64; b++) {
+        double f = (double)ones[b] / (double)(n / 2);
+        assert_true(f > 0.48 && f < 0.52);
+    }
+    qsort(all, n, sizeof *all, cmp_u64);
+    for (size_t i = 1; i < n; i++)
+        assert_true(all[i] != all[i - 1]);
+    free(all);
+}
+
+/* After a fork the child draws ids its parent never draws: dds_id_reseed
+ * (preload/init.c's fork child handler) makes every thread reseed. Without
+ * it the child would repeat the parent's sequence, which the second half
+ * checks the test would see. */
+static void fork_ids(int reseed, uint64_t *parent, uint64_t *child, int n)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    uint64_t hi;
+    dds_id_root(1, 1, &hi, &parent[0], &parent[1]); /* the state is in use before the fork */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (reseed)
+            dds_id_reseed();
+        for (int i = 0; i < n; i++)
+            dds_id_root(1, 1, &hi, &child[2 * i], &child[2 * i + 1]);
+        ssize_t w = write(fds[1], child, (size_t)n * 2 * sizeof *child);
+        _exit(w == (ssize_t)((size_t)n * 2 * sizeof *child) ? 0 : 1);
+    }
+    close(fds[1]);
+    for (int i = 0; i < n; i++)
+        dds_id_root(1, 1, &hi, &parent[2 * i], &parent[2 * i + 1]);
+    size_t want = (size_t)n * 2 * sizeof *child, got = 0;
+    while (got < want) {
+        ssize_t r = read(fds[0], (char *)child + got, want - got);
+        assert_true(r > 0);
+        got += (size_t)r;
+    }
+    close(fds[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void test_fork_child_never_repeats_parent_ids(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    uint64_t *p = malloc(2 * N * sizeof *p), *c = malloc(2 * N * sizeof *c);
+    assert_non_null(p);
+    assert_non_null(c);
+    fork_ids(1, p, c, N);
+    qsort(p, 2 * N, sizeof *p, cmp_u64);
+    qsort(c, 2 * N, sizeof *c, cmp_u64);
+    size_t i = 0, j = 0, common = 0;
+    while (i < 2 * N && j < 2 * N) {
+        if (p[i] == c[j])
+            common++, i++, j++;
+        else if (p[i] < c[j])
+            i++;
+        else
+            j++;
+    }
+    assert_int_equal(common, 0);
+    fork_ids(0, p, c, N); /* no reseed: the very same sequence */
+    assert_memory_equal(p, c, 2 * N * sizeof *p);
+    free(p);
+    free(c);
+}
+
+#define CHILD_THREADS 4
+#define CHILDREN 2000
+
+static void *start_children(void *arg)
+{
+    dds_span *root = arg;
+    for (int i = 0; i < CHILDREN; i++)
+        dds_span_finish(dds_span_start("c", "web", root, NULL));
+    return NULL;
+}
+
+/* The trace's lock (one word): threads starting and finishing children of
+ * one root at once lose no count; the chunk completes once, with them all. */
+static void test_children_on_many_threads(void **state)
+{
+    (void)state;
+    dds_span *root = dds_span_start("r", "web", NULL, NULL);
+    pthread_t th[CHILD_THREADS];
+    for (int i = 0; i < CHILD_THREADS; i++)
+        pthread_create(&th[i], NULL, start_children, root);
+    for (int i = 0; i < CHILD_THREADS; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(ncompleted, 0);
+    dds_trace *t = root->trace;
+    assert_int_equal(t->open_spans, 1);
+    dds_span_finish(root);
+    assert_int_equal(ncompleted, 1);
+    assert_int_equal(t->nfinished, CHILD_THREADS * CHILDREN + 1);
+    assert_ptr_equal(t->finished, root); /* the local root leads */
+    dds_trace_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -372,6 +542,10 @@ int main(void)
         cmocka_unit_test_setup(test_decided_at_first_finish_when_others_open, setup),
         cmocka_unit_test_setup(test_finalize_races_late_child, setup),
         cmocka_unit_test_setup(test_defer_data_written_late_and_run_now, setup),
+        cmocka_unit_test_setup(test_root_ids, setup),
+        cmocka_unit_test(test_ids_unique_across_threads),
+        cmocka_unit_test(test_fork_child_never_repeats_parent_ids),
+        cmocka_unit_test_setup(test_children_on_many_threads, setup),
     };
     return cmocka_run_group_tests_name("span", tests, NULL, NULL);
 }
