@@ -1,5 +1,6 @@
 /* See span.h. */
 #include "span.h"
+#include "bytes.h"
 #include "config.h"
 #include "ids.h"
 #include "tagset.h"
@@ -60,7 +61,7 @@ static inline __attribute__((always_inline)) char *span_strdup(dds_span *s, cons
         return span_strdup_heap(s, val, len);
     char *v = b->arena + b->used;
     b->used += len + 1;
-    memcpy(v, val, len);
+    dds_copy_bytes(v, val, len);
     v[len] = '\0';
     return v;
 }
@@ -357,8 +358,8 @@ static void *grow(void *arr, const void *inline_arr, int *cap, size_t elem)
     return p;
 }
 
-static void meta_put(dds_span *s, const char *key, uint64_t bit, int key_owned, const char *val,
-                     size_t len)
+static __attribute__((noinline)) void meta_put(dds_span *s, const char *key, uint64_t bit,
+                                               int key_owned, const char *val, size_t len)
 {
     char *v = span_strdup(s, val, len);
     if (v == NULL)
@@ -392,8 +393,25 @@ static void meta_put(dds_span *s, const char *key, uint64_t bit, int key_owned, 
 
 void dds_span_put_meta(dds_span *s, const char *key, uint64_t bit, const char *val, size_t len)
 {
-    if (s && key && val)
-        meta_put(s, key, bit, 0, val, len);
+    /* s, key and val are not NULL: the inline setters of span.h, its only
+     * callers, test them. The usual case, without meta_put's generality: a
+     * key the span does not have yet (its bit is not set), a value of up to
+     * 32 bytes (no call, so no stack frame), room in the array and the
+     * arena. The same result: appended, the value copied into the arena. */
+    span_box *b = box_of(s);
+    int n = s->nmeta;
+    size_t used = b->used;
+    if (__builtin_expect(!(s->keys & bit) && n < s->capmeta && len <= 32 && len < SPAN_ARENA - used, 1)) {
+        char *v = b->arena + used;
+        b->used = used + len + 1;
+        dds_copy_bytes(v, val, len);
+        v[len] = '\0';
+        s->meta[n] = (dds_meta){.key = key, .val = v, .vlen = (uint32_t)len};
+        s->nmeta = n + 1;
+        s->keys |= bit;
+        return;
+    }
+    meta_put(s, key, bit, 0, val, len);
 }
 
 void dds_span_set_meta_dyn(dds_span *s, const char *key, const char *val)

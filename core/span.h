@@ -140,7 +140,8 @@ dds_span *dds_span_start_at(const char *name, const char *type, dds_span *parent
 /* Tags. key must be static (use _dyn for computed keys). val is copied.
  * Setting an existing key replaces its value. dds_span_set_meta and _n are
  * inline so that, for the string literals hooks pass, the key's bit and the
- * value's length are worked out by the compiler (both run per span). */
+ * value's length are worked out by the compiler (both run per span).
+ * dds_span_put_meta is theirs only: s, key and val must not be NULL. */
 void dds_span_put_meta(dds_span *s, const char *key, uint64_t key_bit, const char *val,
                        size_t len);
 static inline __attribute__((always_inline)) void

@@ -498,6 +498,45 @@ static void test_fork_child_never_repeats_parent_ids(void **state)
     free(c);
 }
 
+/* Tag values of every length up to past the inline copy's 32 bytes, new
+ * keys and replaced ones, more keys than the span holds inline and more
+ * bytes than its arena: read back exactly, in the order they were set. */
+static void test_meta_values_every_length(void **state)
+{
+    (void)state;
+    static const char *const keys[] = {"k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9",
+                                       "k10", "k11", "k12", "k13", "k14", "k15", "k16", "k17",
+                                       "k18", "k19", "k20", "k21", "k22", "k23", "k24", "k25",
+                                       "k26", "k27", "k28", "k29", "k30", "k31", "k32", "k33",
+                                       "k34", "k35", "k36", "k37", "k38", "k39", "k40"};
+    char src[64];
+    for (int i = 0; i < 64; i++)
+        src[i] = (char)('A' + i % 26 + (i / 26) * 6);
+    for (int round = 0; round < 2; round++) {
+        dds_span *s = dds_span_start("m", "web", NULL, NULL);
+        for (int len = 0; len <= 40; len++) {
+            char v[64];
+            memcpy(v, src + round, (size_t)len);
+            v[len] = 'z'; /* past the end: must not be copied */
+            dds_span_set_meta_n(s, keys[len], v, (size_t)len);
+            if (round == 1) /* replaced at once, by the value one byte longer */
+                dds_span_set_meta_n(s, keys[len], src, (size_t)len + 1);
+        }
+        assert_int_equal(s->nmeta, 41);
+        for (int len = 0; len <= 40; len++) {
+            size_t want_len = (size_t)len + (size_t)round;
+            const char *want = round ? src : src + round;
+            assert_string_equal(s->meta[len].key, keys[len]);
+            assert_int_equal(s->meta[len].vlen, want_len);
+            assert_memory_equal(s->meta[len].val, want, want_len);
+            assert_int_equal(s->meta[len].val[want_len], '\0');
+            assert_ptr_equal(dds_span_get_meta(s, keys[len]), s->meta[len].val);
+        }
+        dds_span_finish(s);
+        dds_trace_free(completed[ncompleted - 1]);
+    }
+}
+
 #define CHILD_THREADS 4
 #define CHILDREN 2000
 
@@ -545,6 +584,7 @@ int main(void)
         cmocka_unit_test_setup(test_root_ids, setup),
         cmocka_unit_test(test_ids_unique_across_threads),
         cmocka_unit_test(test_fork_child_never_repeats_parent_ids),
+        cmocka_unit_test_setup(test_meta_values_every_length, setup),
         cmocka_unit_test_setup(test_children_on_many_threads, setup),
     };
     return cmocka_run_group_tests_name("span", tests, NULL, NULL);
