@@ -122,7 +122,8 @@ class Agent:
         if not os.path.exists(self.out):
             return []
         with open(self.out) as f:
-            return [json.loads(l) for l in f if l.strip()]
+            # A line the agent is still writing has no newline yet: read it next time.
+            return [json.loads(l) for l in f if l.endswith("\n") and l.strip()]
 
     def spans(self, name=None):
         out = [s for c in self.chunks() for s in c["spans"]]
