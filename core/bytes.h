@@ -11,8 +11,8 @@
 /* d[0..n) = s[0..n): up to 32 bytes as two overlapping moves of a fixed
  * size (tag values are mostly short: a method, a status, a host), longer
  * ones by memcpy. Reads nothing outside s[0..n). Without a call, a caller
- * that copies short strings needs no stack frame. (core/encode.c has the
- * same function as copy_bytes.) */
+ * that copies short strings needs no stack frame (span tags, the encoder's
+ * strings and pre-encoded blocks). */
 static inline __attribute__((always_inline)) void dds_copy_bytes(char *d, const char *s, size_t n)
 {
     if (n > 32) {

@@ -1,6 +1,7 @@
 /*
  * encode.c — v0.4 msgpack encoding of trace chunks (encode.h).
  */
+#include "bytes.h"
 #include "encode.h"
 #include "ids.h"
 #include "tagset.h"
@@ -142,33 +143,6 @@ static void put_be(char *p, uint64_t v, int n)
         p[i] = (char)(v & 0xff);
 }
 
-/* memcpy for the short strings most are, inline: overlapping word moves. */
-__attribute__((always_inline)) static inline void copy_bytes(char *d, const char *s, size_t n)
-{
-    if (n > 32) {
-        memcpy(d, s, n);
-    } else if (n >= 16) {
-        memcpy(d, s, 16);
-        memcpy(d + n - 16, s + n - 16, 16);
-    } else if (n >= 8) {
-        uint64_t a, b;
-        memcpy(&a, s, 8);
-        memcpy(&b, s + n - 8, 8);
-        memcpy(d, &a, 8);
-        memcpy(d + n - 8, &b, 8);
-    } else if (n >= 4) {
-        uint32_t a, b;
-        memcpy(&a, s, 4);
-        memcpy(&b, s + n - 4, 4);
-        memcpy(d, &a, 4);
-        memcpy(d + n - 4, &b, 4);
-    } else if (n > 0) {
-        d[0] = s[0];
-        d[n / 2] = s[n / 2];
-        d[n - 1] = s[n - 1];
-    }
-}
-
 static void put_raw(enc *e, const char *b, size_t n)
 {
     char *p = reserve(e, n);
@@ -197,7 +171,7 @@ __attribute__((always_inline)) static inline char *w_str(char *p, const char *s,
         put_be(p + 1, len, 4);
         p += 5;
     }
-    copy_bytes(p, s, len);
+    dds_copy_bytes(p, s, len);
     return p + len;
 }
 
@@ -458,7 +432,7 @@ __attribute__((noinline)) static const key_ent *key_fill(enc *e, const char *k, 
         ke = &e->kc[slot];
         memset(ke->b, 0, sizeof ke->b);
         ke->b[0] = (char)(0xa0 | len);
-        copy_bytes(ke->b + 1, k, len);
+        dds_copy_bytes(ke->b + 1, k, len);
         ke->n = (unsigned char)(len + 1);
         e->kc_key[slot] = k;
     }
@@ -589,7 +563,7 @@ static size_t format_dm(int mech, char buf[16])
 #define KEY_ROOM 32                    /* w_key copies the whole key_ent.b */
 #define META_ROOM (KEY_ROOM + 5 + VAL_FAST)
 #define METRIC_ROOM (KEY_ROOM + 9)
-#define COPY_SLACK 64                  /* w_block and dds_hex16 write past the end */
+#define COPY_SLACK 64                  /* dds_hex16 writes its NUL past the digits; margin */
 
 #define RBIT(rk) (1u << (rk))
 
@@ -627,7 +601,7 @@ __attribute__((always_inline)) static inline char *w_key(char *p, const key_ent 
 /* A block of pre-encoded bytes (e->pre, a tag set's). */
 __attribute__((always_inline)) static inline char *w_block(char *p, const char *b, size_t n)
 {
-    copy_bytes(p, b, n);
+    dds_copy_bytes(p, b, n);
     return p + n;
 }
 

@@ -113,7 +113,6 @@ enum { DDS_HTTP_ALIVE = 0, DDS_HTTP_DEAD_INVALID = 1, DDS_HTTP_DEAD_LIMIT = 2,
 
 typedef struct dds_http_hscan {   /* head syntax scanner; internal */
     uint32_t pos;                 /* bytes of the head scanned so far */
-    uint32_t pad0_;
     uint8_t phase;
     uint8_t sub;                  /* counter within the phase */
     uint8_t cr;                   /* a CR was seen: the next byte must be LF */
